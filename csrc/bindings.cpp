@@ -1,0 +1,71 @@
+// The pybind11 module mridpm._C: argument packing and one line per entry point.
+// Buffers arrive as (pointer, batch_stride, capacity) triples in elements.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "step.h"
+
+namespace py = pybind11;
+using Triple = std::array<std::int64_t, 3>;
+
+namespace {
+
+mridpm::Buffer to_buffer(const Triple& t) {
+  return {static_cast<std::uintptr_t>(t[0]), t[1], t[2]};
+}
+
+void raise_on(int status) {
+  if (status == mridpm::kOk) return;
+  std::string msg = std::string("mridpm._C: ") + mridpm::status_message(status);
+  if (status == mridpm::kCudaError) msg += std::string(": ") + mridpm::last_cuda_error();
+  throw std::invalid_argument(msg);
+}
+
+mridpm::StepArgs step_args(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner,
+                           const Triple& out, const Triple& x0, const std::vector<Triple>& inputs,
+                           const Triple& params, std::uint64_t seed, std::uint64_t offset) {
+  if (inputs.empty() || inputs.size() > 4) raise_on(mridpm::kBadCount);
+  mridpm::StepArgs a;
+  a.dtype = dtype;
+  a.K = static_cast<int>(inputs.size());
+  a.flags = flags;
+  a.nthreads = nthreads < 1 ? 1 : nthreads;
+  a.batch = batch;
+  a.inner = inner;
+  a.out = to_buffer(out);
+  a.x0 = to_buffer(x0);
+  for (int k = 0; k < a.K; ++k) a.in[k] = to_buffer(inputs[k]);
+  a.params = to_buffer(params);
+  a.seed = seed;
+  a.offset = offset;
+  return a;
+}
+
+void step_cpu(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner, const Triple& out,
+              const Triple& x0, const std::vector<Triple>& inputs, const Triple& params, std::uint64_t seed,
+              std::uint64_t offset) {
+  const auto a = step_args(dtype, flags, nthreads, batch, inner, out, x0, inputs, params, seed, offset);
+  py::gil_scoped_release release;
+  raise_on(mridpm::step_cpu(a));
+}
+
+void step_cuda(int dtype, int flags, std::int64_t batch, std::int64_t inner, const Triple& out, const Triple& x0,
+               const std::vector<Triple>& inputs, const Triple& params, std::uint64_t seed, std::uint64_t offset,
+               std::uintptr_t stream) {
+  const auto a = step_args(dtype, flags, 1, batch, inner, out, x0, inputs, params, seed, offset);
+  raise_on(mridpm::step_cuda(a, stream));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mridpm compiled kernels (CPU always, CUDA when built)";
+  m.attr("cuda_built") = mridpm::cuda_built();
+  m.def("step_cpu", &step_cpu, "Fused sampler step on the CPU");
+  m.def("step_cuda", &step_cuda, "Fused sampler step on a CUDA stream");
+}

@@ -1,0 +1,114 @@
+// Shared contract of the kernels: dtype codes, status codes, half-precision
+// conversions and the argument checks that run before any kernel touches memory.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define MRIDPM_HD static __host__ __device__ __forceinline__
+#else
+// static: each instruction-set variant keeps its own copy (no cross-TU merging).
+#define MRIDPM_HD static inline
+#endif
+
+namespace mridpm {
+
+// Element types the kernels read and write (complex64 arrives as float32 pairs).
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+enum Status : int {
+  kOk = 0,
+  kBadDType = 1,
+  kBadCount = 2,
+  kBadShape = 3,
+  kNullPointer = 4,
+  kOutOfBounds = 5,
+  kBadFlags = 6,
+  kCudaError = 7,
+  kNotBuilt = 8,
+};
+
+inline const char* status_message(int s) {
+  switch (s) {
+    case kOk: return "ok";
+    case kBadDType: return "unsupported dtype code";
+    case kBadCount: return "number of input tensors must be 1 to 4";
+    case kBadShape: return "batch and inner sizes must be non-negative and strides at least the inner size";
+    case kNullPointer: return "a required data pointer is null";
+    case kOutOfBounds: return "a buffer is smaller than the extent the call would touch";
+    case kBadFlags: return "unknown flag bits";
+    case kCudaError: return "CUDA error";
+    case kNotBuilt: return "this backend was not compiled into mridpm._C";
+    default: return "unknown status";
+  }
+}
+
+// A strided batch of rows: row b starts at ptr + b * batch_stride elements and holds
+// `inner` contiguous elements; `capacity` is how many elements lie at and after ptr.
+struct Buffer {
+  std::uintptr_t ptr = 0;
+  std::int64_t batch_stride = 0;
+  std::int64_t capacity = 0;
+};
+
+// True when rows 0..batch-1 of `inner` elements fit in the buffer, without overflow.
+inline bool fits(const Buffer& buf, std::int64_t batch, std::int64_t inner) {
+  if (batch == 0 || inner == 0) return true;
+  if (buf.ptr == 0 || buf.batch_stride < 0 || buf.capacity < 0) return false;
+  if (batch > 1 && buf.batch_stride < inner) return false;
+  const std::int64_t rows = batch - 1;
+  if (rows > 0 && buf.batch_stride > (INT64_MAX - inner) / rows) return false;
+  return rows * buf.batch_stride + inner <= buf.capacity;
+}
+
+MRIDPM_HD std::uint32_t f32_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+MRIDPM_HD float bits_f32(std::uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+// IEEE half <-> float, round to nearest even; branch-free so loops vectorize.
+MRIDPM_HD float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t em = h & 0x7fffu;
+  const float scaled = bits_f32(em << 13) * 5.192296858534828e33f;  // 2^112
+  const std::uint32_t mag = em >= 0x7c00u ? ((em << 13) | 0x7f800000u) : f32_bits(scaled);
+  return bits_f32(mag | sign);
+}
+
+MRIDPM_HD std::uint16_t float_to_half(float f) {
+  std::uint32_t u = f32_bits(f);
+  const std::uint32_t sign = u & 0x80000000u;
+  u ^= sign;
+  const std::uint32_t inf_nan = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+  const std::uint32_t denorm_magic = ((127 - 15) + (23 - 10) + 1) << 23;
+  const std::uint32_t sub = f32_bits(bits_f32(u) + bits_f32(denorm_magic)) - denorm_magic;
+  const std::uint32_t norm = (u + (static_cast<std::uint32_t>(15 - 127) << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+  const std::uint32_t o = u >= ((127u + 16u) << 23) ? inf_nan : (u < (113u << 23) ? sub : norm);
+  return static_cast<std::uint16_t>(o | (sign >> 16));
+}
+
+MRIDPM_HD float bf16_to_float(std::uint16_t h) { return bits_f32(static_cast<std::uint32_t>(h) << 16); }
+
+MRIDPM_HD std::uint16_t float_to_bf16(float f) {
+  const std::uint32_t u = f32_bits(f);
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  return static_cast<std::uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+}  // namespace mridpm

@@ -1,0 +1,96 @@
+// The CPU step kernel, compiled once per instruction set by the files that include
+// it (MRIDPM_ISA names the variant). Work is cut into tiles of one sample each;
+// every loop over a tile is plain enough for the compiler to vectorize.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "../step.h"
+#include "vmath.h"
+
+namespace mridpm {
+namespace MRIDPM_ISA {
+
+template <int DT> struct IO;
+template <> struct IO<kFloat32> {
+  using T = float;
+  static float load(T v) { return v; }
+  static T store(float v) { return v; }
+};
+template <> struct IO<kFloat16> {
+  using T = std::uint16_t;
+  static float load(T v) { return half_to_float(v); }
+  static T store(float v) { return float_to_half(v); }
+};
+template <> struct IO<kBFloat16> {
+  using T = std::uint16_t;
+  static float load(T v) { return bf16_to_float(v); }
+  static T store(float v) { return float_to_bf16(v); }
+};
+
+constexpr std::int64_t kTile = 1024;
+
+template <int DT>
+void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t n) {
+  using T = typename IO<DT>::T;
+  const float* p = reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
+  const int K = a.K;
+  const bool has_x0 = a.flags & kHasX0;
+  float acc[kTile], x0[kTile];
+  for (int k = 0; k < K; ++k) {
+    const T* v = reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0;
+    const float c = p[k], ak = p[K + k];
+    if (k == 0) {
+      for (std::int64_t j = 0; j < n; ++j) acc[j] = c * IO<DT>::load(v[j]);
+      if (has_x0)
+        for (std::int64_t j = 0; j < n; ++j) x0[j] = ak * IO<DT>::load(v[j]);
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + c * IO<DT>::load(v[j]);
+      if (has_x0)
+        for (std::int64_t j = 0; j < n; ++j) x0[j] = x0[j] + ak * IO<DT>::load(v[j]);
+    }
+  }
+  const float w = p[2 * K], lo = p[2 * K + 1], hi = p[2 * K + 2], m = p[2 * K + 3], s = p[2 * K + 4];
+  if (has_x0) {
+    if (a.flags & kClamp)
+      for (std::int64_t j = 0; j < n; ++j) x0[j] = std::min(std::max(x0[j], lo), hi);
+    for (std::int64_t j = 0; j < n; ++j) {
+      x0[j] = m * x0[j];
+      acc[j] = acc[j] + w * x0[j];
+    }
+    if (a.flags & kWriteX0) {
+      T* o = reinterpret_cast<T*>(a.x0.ptr) + b * a.x0.batch_stride + i0;
+      for (std::int64_t j = 0; j < n; ++j) o[j] = IO<DT>::store(x0[j]);
+    }
+  }
+  if (a.flags & kNoise) {
+    float z[kTile];
+    philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, x0, z);
+    for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * z[j];
+  }
+  T* o = reinterpret_cast<T*>(a.out.ptr) + b * a.out.batch_stride + i0;
+  for (std::int64_t j = 0; j < n; ++j) o[j] = IO<DT>::store(acc[j]);
+}
+
+template <int DT>
+void step_all(const StepArgs& a) {
+  const std::int64_t tiles_per_row = (a.inner + kTile - 1) / kTile;
+  const std::int64_t tiles = a.batch * tiles_per_row;
+  const bool parallel = a.nthreads > 1 && a.batch * a.inner >= 16 * kTile;
+#pragma omp parallel for num_threads(a.nthreads) schedule(static) if (parallel)
+  for (std::int64_t t = 0; t < tiles; ++t) {
+    const std::int64_t b = t / tiles_per_row, i0 = (t % tiles_per_row) * kTile;
+    step_tile<DT>(a, b, i0, std::min(kTile, a.inner - i0));
+  }
+}
+
+void step(const StepArgs& a) {
+  switch (a.dtype) {
+    case kFloat32: step_all<kFloat32>(a); break;
+    case kFloat16: step_all<kFloat16>(a); break;
+    default: step_all<kBFloat16>(a); break;
+  }
+}
+
+}  // namespace MRIDPM_ISA
+}  // namespace mridpm

@@ -1,0 +1,59 @@
+// The fused sampler step: for every sample b and element i,
+//   x0[b,i]  = m[b] * clamp(sum_k a[b,k] v_k[b,i], lo[b], hi[b])      (when kHasX0)
+//   out[b,i] = sum_k c[b,k] v_k[b,i] + w[b] x0[b,i] + s[b] z(offset + b*inner + i)
+// with z the Philox normal of philox.h. Each params row holds c[K], a[K], w, lo, hi, m, s.
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace mridpm {
+
+enum StepFlags : int { kHasX0 = 1, kClamp = 2, kWriteX0 = 4, kNoise = 8, kAllStepFlags = 15 };
+
+constexpr int step_params(int K) { return 2 * K + 5; }
+
+struct StepArgs {
+  int dtype = kFloat32;
+  int K = 1;
+  int flags = 0;
+  int nthreads = 1;
+  std::int64_t batch = 0;
+  std::int64_t inner = 0;
+  Buffer out, x0, in[4];
+  Buffer params;  // float32; batch_stride 0 broadcasts one row to every sample
+  std::uint64_t seed = 0;
+  std::uint64_t offset = 0;
+};
+
+// Checks every size and extent the kernels will use; kOk when the call is safe.
+inline int check_step(const StepArgs& a) {
+  if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) return kBadDType;
+  if (a.K < 1 || a.K > 4) return kBadCount;
+  if ((a.flags & ~kAllStepFlags) != 0) return kBadFlags;
+  if ((a.flags & kWriteX0) && !(a.flags & kHasX0)) return kBadFlags;
+  if (a.batch < 0 || a.inner < 0) return kBadShape;
+  if (a.batch == 0 || a.inner == 0) return kOk;
+  if (a.out.ptr == 0 || a.params.ptr == 0) return kNullPointer;
+  if (!fits(a.out, a.batch, a.inner)) return kOutOfBounds;
+  if ((a.flags & kWriteX0) && !fits(a.x0, a.batch, a.inner)) return kOutOfBounds;
+  for (int k = 0; k < a.K; ++k)
+    if (!fits(a.in[k], a.batch, a.inner)) return kOutOfBounds;
+  const std::int64_t P = step_params(a.K);
+  Buffer p = a.params;
+  if (p.batch_stride == 0) {
+    if (p.capacity < P) return kOutOfBounds;
+  } else if (!fits(p, a.batch, P)) {
+    return kOutOfBounds;
+  }
+  if (a.offset > UINT64_MAX - static_cast<std::uint64_t>(a.batch) * static_cast<std::uint64_t>(a.inner))
+    return kOutOfBounds;
+  return kOk;
+}
+
+int step_cpu(const StepArgs& a);
+int step_cuda(const StepArgs& a, std::uintptr_t stream);
+bool cuda_built();
+const char* last_cuda_error();
+
+}  // namespace mridpm

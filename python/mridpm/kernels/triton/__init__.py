@@ -1,0 +1,1 @@
+"""Triton kernels; on the CPU they run under TRITON_INTERPRET=1."""
