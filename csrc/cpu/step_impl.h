@@ -36,7 +36,7 @@ void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t 
   const float* p = reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
   const int K = a.K;
   const bool has_x0 = a.flags & kHasX0;
-  float acc[kTile], x0[kTile];
+  alignas(64) float acc[kTile], x0[kTile];
   for (int k = 0; k < K; ++k) {
     const T* v = reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0;
     const float c = p[k], ak = p[K + k];
@@ -64,7 +64,7 @@ void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t 
     }
   }
   if (a.flags & kNoise) {
-    float z[kTile];
+    alignas(64) float z[kTile];
     philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, x0, z);
     for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * z[j];
   }

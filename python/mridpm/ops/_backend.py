@@ -6,14 +6,14 @@ import contextlib
 import importlib.util
 import os
 from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 
 from mridpm import _ext
 
 BACKENDS = ("auto", "ref", "cpu", "cuda", "triton")
-_default: ContextVar[str] = ContextVar("mridpm_backend", default="auto")
+# A plain list, not a ContextVar: torch.compile traces reads of module state but not ContextVar.get.
+_default = ["auto"]
 
 
 def _check_name(name: object) -> str:
@@ -25,16 +25,16 @@ def _check_name(name: object) -> str:
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Sets the backend that ops use when called with backend=None, inside a with-block."""
-    token = _default.set(_check_name(name))
+    _default.append(_check_name(name))
     try:
         yield
     finally:
-        _default.reset(token)
+        _default.pop()
 
 
 def get_backend() -> str:
     """The current default backend name."""
-    return _default.get()
+    return _default[-1]
 
 
 def triton_available() -> bool:

@@ -40,10 +40,14 @@ def same_layout(name: str, tensors: Sequence[torch.Tensor], dtypes: Sequence[tor
             raise ValueError(f"{name}[{i}] has shape {tuple(t.shape)}, but {name}[0] has {tuple(first.shape)}")
 
 
-def per_sample(name: str, value: object, batch: int) -> torch.Tensor:
-    """A finite scalar or per-sample value as a float64 CPU tensor of shape (1,) or (batch,)."""
+def per_sample(name: str, value: object, batch: int) -> float | torch.Tensor:
+    """A finite scalar (as a float) or per-sample value (as a float64 CPU tensor of shape (batch,))."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number or tensor, got bool")
+    if isinstance(value, numbers.Real):  # the common case, kept free of tensor ops
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+        return float(value)
     try:
         t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -52,12 +56,20 @@ def per_sample(name: str, value: object, batch: int) -> torch.Tensor:
         raise TypeError(f"{name} must be real, got dtype {t.dtype}")
     t = t.to("cpu", torch.float64)
     if t.dim() == 0 or tuple(t.shape) == (1,):
-        t = t.reshape(1)
-    elif tuple(t.shape) != (batch,):
-        raise ValueError(f"{name} must be a scalar or have shape ({batch},) (one value per sample), got {tuple(t.shape)}")
+        return per_sample(name, t.item(), batch)
+    if tuple(t.shape) != (batch,):
+        raise ValueError(f"{name} must be a scalar or have shape ({batch},) (one per sample), got {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got {t.tolist()}")
     return t
+
+
+def pack_columns(columns: list[float | torch.Tensor], batch: int, device: torch.device) -> torch.Tensor:
+    """Per-sample columns as one float32 (rows, len(columns)) table on device; rows is 1 when all are scalars."""
+    if all(isinstance(c, float) for c in columns):
+        return torch.tensor([columns], dtype=torch.float32, device=device)
+    full = [c if isinstance(c, torch.Tensor) else torch.full((batch,), c, dtype=torch.float64) for c in columns]
+    return torch.stack(full, dim=1).to(device, torch.float32)
 
 
 def coefficient_columns(name: str, value: object, count: int, batch: int) -> list[torch.Tensor]:

@@ -134,13 +134,13 @@ def dynamic_threshold_scale(x0: torch.Tensor, ratio: float, max_value: float) ->
     return torch.lerp(v_lo, v_hi, pos - low).clamp(1.0, max_value)
 
 
-def _bounds(clamp: object, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bounds(clamp: object, batch: int) -> tuple[float | torch.Tensor, float | torch.Tensor]:
     if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
         raise TypeError(f"clamp must be a pair (low, high), got {clamp!r}")
     lo = _checks.per_sample("clamp[0]", clamp[0], batch)
     hi = _checks.per_sample("clamp[1]", clamp[1], batch)
-    if bool((lo > hi).any()):
-        raise ValueError(f"clamp needs low <= high, got {lo.tolist()} > {hi.tolist()}")
+    if bool(torch.any(torch.as_tensor(lo) > torch.as_tensor(hi))):
+        raise ValueError(f"clamp needs low <= high, got {lo} > {hi}")
     return lo, hi
 
 
@@ -164,15 +164,14 @@ def _check_out(out: object, like: torch.Tensor, inputs: Sequence[torch.Tensor]) 
                          f"{like.device}), got ({tuple(out.shape)}, {out.dtype}, {out.device})")
     if not out.is_contiguous():
         raise ValueError("out must be contiguous")
-    lo, hi = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
+    lo, hi = out.data_ptr(), out.data_ptr() + out.nbytes
     for k, t in enumerate(inputs):
-        if t.untyped_storage().data_ptr() != out.untyped_storage().data_ptr():
-            continue
+        rows = as_rows(t)
         t_lo = t.data_ptr()
-        t_hi = t_lo + (as_rows(t).stride(0) * max(t.shape[0] - 1, 0) + as_rows(t).shape[1]) * as_rows(t).element_size()
-        same = t_lo == lo and t.is_contiguous()
-        if not same and t_lo < hi and lo < t_hi:
-            raise ValueError(f"out partially overlaps inputs[{k}]; pass the input itself (in place) or a separate tensor")
+        t_hi = t_lo + (rows.stride(0) * max(rows.shape[0] - 1, 0) + rows.shape[1]) * rows.element_size()
+        in_place = t_lo == lo and t.is_contiguous()
+        if not in_place and t_lo < hi and lo < t_hi:
+            raise ValueError(f"out partially overlaps inputs[{k}]; pass that input itself (in place) or a new tensor")
     return out
 
 
@@ -203,7 +202,7 @@ def fused_step(
     _checks.same_layout("inputs", vs, _checks.STEP_DTYPES)
     K, batch, device = len(vs), vs[0].shape[0], vs[0].device
     columns = _checks.coefficient_columns("coeffs", coeffs, K, batch)
-    zero = torch.zeros(1, dtype=torch.float64)
+    zero = 0.0
     flags = 0
     if x0_coeffs is None:
         for name, value in (("x0_weight", x0_weight), ("clamp", clamp), ("threshold", threshold)):
@@ -220,7 +219,7 @@ def fused_step(
         raise ValueError("give clamp or threshold, not both")
     lo, hi = _bounds(clamp, batch) if clamp is not None else (zero, zero)
     flags |= CLAMP if clamp is not None or threshold is not None else 0
-    columns += [lo, hi, torch.ones(1, dtype=torch.float64)]
+    columns += [lo, hi, 1.0]
     if noise_scale is None:
         columns.append(zero)
     else:
@@ -233,9 +232,9 @@ def fused_step(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in vs)
     name = resolve(backend, device, needs_grad)
 
-    rows = batch if any(c.numel() > 1 for c in columns) or threshold is not None else 1
-    params = torch.stack([c.expand(rows) for c in columns], dim=1).to(device, torch.float32)
+    params = _checks.pack_columns(columns, batch, device)
     if threshold is not None:
+        params = params.expand(batch, -1).clone()
         ratio, max_value = _threshold_args(threshold)
         raw = fused_step(vs, columns[K : 2 * K], backend=name)
         scale = dynamic_threshold_scale(raw, ratio, max_value)

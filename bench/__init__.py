@@ -1,0 +1,1 @@
+"""Benchmarks: one script per kernel family; each prints a table and never asserts."""

@@ -1,0 +1,99 @@
+"""One timer and one table for every bench: median of many runs after warm-up (CUDA events on GPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    shape: str
+    dtype: str
+    backend: str
+    median_us: float
+    gbps: float
+    vs_eager: float
+
+
+def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, reps: int = 50,
+            min_seconds: float = 0.5) -> float:
+    """Median wall time of fn in microseconds; at least `reps` runs and `min_seconds` of runs."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < reps or time.perf_counter() - start < min_seconds:
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end) * 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e6)
+        if len(times) >= 20 * reps:
+            break
+    return statistics.median(times)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=RESULTS.parent).stdout.strip()
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "commit": commit or "unknown",
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def print_table(rows: list[Row]) -> None:
+    """Fixed columns: shape, dtype, backend, median, GB/s, speed-up over eager PyTorch."""
+    print(f"{'shape':<22}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}")
+    for r in rows:
+        print(f"{r.shape:<22}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{r.vs_eager:>9.2f}x")
+
+
+def _fmt_time(us: float) -> str:
+    return f"{us / 1e3:.3f} ms" if us >= 1000 else f"{us:.1f} us"
+
+
+def save(name: str, rows: list[Row], extra: dict[str, object] | None = None) -> Path:
+    """Writes rows and the machine description to bench/results/<name>.json."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"machine": machine(), "rows": [asdict(r) for r in rows], **(extra or {})}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
