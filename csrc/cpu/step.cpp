@@ -1,4 +1,8 @@
 // CPU entry point: checks the arguments, then runs the widest variant this CPU supports.
+// MRIDPM_CPU_ISA=generic|avx2|avx512 caps the choice (tests use it to cover every variant).
+#include <cstdlib>
+#include <cstring>
+
 #include "../step.h"
 
 namespace mridpm {
@@ -8,15 +12,36 @@ namespace avx2 { void step(const StepArgs& a); }
 namespace avx512 { void step(const StepArgs& a); }
 #endif
 
+namespace {
+
+enum Isa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+
+int best_isa() {
+  int isa = kGeneric;
+#if defined(MRIDPM_X86)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) isa = kAvx2;
+  if (isa == kAvx2 && __builtin_cpu_supports("avx512f")) isa = kAvx512;
+#endif
+  const char* cap = std::getenv("MRIDPM_CPU_ISA");
+  if (cap != nullptr) {
+    const int want = std::strcmp(cap, "generic") == 0 ? kGeneric : std::strcmp(cap, "avx2") == 0 ? kAvx2 : isa;
+    if (want < isa) isa = want;
+  }
+  return isa;
+}
+
+}  // namespace
+
 int step_cpu(const StepArgs& a) {
   const int status = check_step(a);
   if (status != kOk || a.batch == 0 || a.inner == 0) return status;
+  static const int isa = best_isa();
 #if defined(MRIDPM_X86)
-  if (__builtin_cpu_supports("avx512f")) {
+  if (isa == kAvx512) {
     avx512::step(a);
     return kOk;
   }
-  if (__builtin_cpu_supports("avx2")) {
+  if (isa == kAvx2) {
     avx2::step(a);
     return kOk;
   }

@@ -8,6 +8,10 @@
 #include "../step.h"
 #include "vmath.h"
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 namespace mridpm {
 namespace MRIDPM_ISA {
 
@@ -30,24 +34,54 @@ template <> struct IO<kBFloat16> {
 
 constexpr std::int64_t kTile = 1024;
 
+// A tile of row elements as floats: float32 rows are read in place, half rows converted
+// into buf (with F16C when the instruction set has it).
+template <int DT>
+const float* tile_as_float(const typename IO<DT>::T* v, float* buf, std::int64_t n) {
+  if constexpr (DT == kFloat32) {
+    return v;
+  } else {
+    std::int64_t j = 0;
+#if defined(__F16C__)
+    if constexpr (DT == kFloat16)
+      for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(buf + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j))));
+#endif
+    for (; j < n; ++j) buf[j] = IO<DT>::load(v[j]);
+    return buf;
+  }
+}
+
+template <int DT>
+void store_tile(const float* src, typename IO<DT>::T* dst, std::int64_t n) {
+  std::int64_t j = 0;
+#if defined(__F16C__)
+  if constexpr (DT == kFloat16)
+    for (; j + 8 <= n; j += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; j < n; ++j) dst[j] = IO<DT>::store(src[j]);
+}
+
 template <int DT>
 void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t n) {
   using T = typename IO<DT>::T;
   const float* p = reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
   const int K = a.K;
   const bool has_x0 = a.flags & kHasX0;
-  alignas(64) float acc[kTile], x0[kTile];
+  alignas(64) float acc[kTile], x0[kTile], buf[kTile];
   for (int k = 0; k < K; ++k) {
-    const T* v = reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0;
+    const float* v = tile_as_float<DT>(reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0, buf, n);
     const float c = p[k], ak = p[K + k];
     if (k == 0) {
-      for (std::int64_t j = 0; j < n; ++j) acc[j] = c * IO<DT>::load(v[j]);
+      for (std::int64_t j = 0; j < n; ++j) acc[j] = c * v[j];
       if (has_x0)
-        for (std::int64_t j = 0; j < n; ++j) x0[j] = ak * IO<DT>::load(v[j]);
+        for (std::int64_t j = 0; j < n; ++j) x0[j] = ak * v[j];
     } else {
-      for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + c * IO<DT>::load(v[j]);
+      for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + c * v[j];
       if (has_x0)
-        for (std::int64_t j = 0; j < n; ++j) x0[j] = x0[j] + ak * IO<DT>::load(v[j]);
+        for (std::int64_t j = 0; j < n; ++j) x0[j] = x0[j] + ak * v[j];
     }
   }
   const float w = p[2 * K], lo = p[2 * K + 1], hi = p[2 * K + 2], m = p[2 * K + 3], s = p[2 * K + 4];
@@ -58,18 +92,13 @@ void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t 
       x0[j] = m * x0[j];
       acc[j] = acc[j] + w * x0[j];
     }
-    if (a.flags & kWriteX0) {
-      T* o = reinterpret_cast<T*>(a.x0.ptr) + b * a.x0.batch_stride + i0;
-      for (std::int64_t j = 0; j < n; ++j) o[j] = IO<DT>::store(x0[j]);
-    }
+    if (a.flags & kWriteX0) store_tile<DT>(x0, reinterpret_cast<T*>(a.x0.ptr) + b * a.x0.batch_stride + i0, n);
   }
   if (a.flags & kNoise) {
-    alignas(64) float z[kTile];
-    philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, x0, z);
-    for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * z[j];
+    philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, x0, buf);
+    for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * buf[j];
   }
-  T* o = reinterpret_cast<T*>(a.out.ptr) + b * a.out.batch_stride + i0;
-  for (std::int64_t j = 0; j < n; ++j) o[j] = IO<DT>::store(acc[j]);
+  store_tile<DT>(acc, reinterpret_cast<T*>(a.out.ptr) + b * a.out.batch_stride + i0, n);
 }
 
 template <int DT>

@@ -142,3 +142,36 @@ def test_use_backend_sets_the_default():
     torch.testing.assert_close(out, torch.full((2, 3), 2.0))
     with pytest.raises(ValueError, match="backend"):
         mridpm.use_backend("fast").__enter__()
+
+
+CHECK_ISA = """
+import torch
+from mridpm.ops.step import CLAMP, HAS_X0, NOISE, WRITE_X0, _launch, as_rows, step_reference
+flags = HAS_X0 | CLAMP | WRITE_X0 | NOISE
+for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)]:
+    inputs = [torch.randn(3, 1001).to(dtype) for _ in range(3)]
+    params = torch.rand(3, 11) * 2 - 1
+    out, x0 = torch.full_like(inputs[0], float("nan")), torch.full_like(inputs[0], float("nan"))
+    _launch("cpu", inputs, params, out, x0, 77, 2**32 - 500, flags)
+    ref_out, ref_x0 = step_reference(inputs, params, 77, 2**32 - 500, flags)
+    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
+    torch.testing.assert_close(x0, ref_x0, rtol=tol, atol=tol)
+print("isa ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_cpu_instruction_set_variant(isa):
+    """Each compiled variant (chosen at run time) matches the reference; unsupported ones fall back."""
+    import os
+    import subprocess
+    import sys
+
+    from mridpm import _ext
+
+    if not _ext.cpu_built():
+        pytest.skip("extension not built")
+    env = dict(os.environ, MRIDPM_CPU_ISA=isa)
+    res = subprocess.run([sys.executable, "-c", CHECK_ISA], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "isa ok" in res.stdout
