@@ -122,3 +122,29 @@ def test_randn_shape_dtype_and_default_generator():
     assert z.shape == (2, 3, 4) and z.dtype == torch.float16
     torch.testing.assert_close(z.float(), philox_randn(5, 0, (2, 3, 4)), rtol=1e-3, atol=1e-3)
     assert mridpm.default_generator.offset == 24
+
+
+FIRST_CALL = """
+import numpy as np
+from mridpm.ops import philox_randn
+from mridpm.ops.philox import philox_words, uniform_from_words
+import torch
+z = philox_randn(77, 2**32 - 500, (3003,))  # the first call in this process
+w0, w1 = philox_words(77, 2**32 - 500 + torch.arange(3003))
+u1 = np.maximum(uniform_from_words(w0).numpy().astype(np.float64), np.float32(1e-7))
+th = (np.float32(6.283185307179586) * uniform_from_words(w1).numpy()).astype(np.float64)
+exact = np.sqrt(-2 * np.log(u1)) * np.cos(th)
+err = np.abs(z.numpy() - exact) / np.maximum(np.abs(exact), 1.0)
+assert err.max() < 1e-6, err.max()
+print("first call ok")
+"""
+
+
+def test_reference_is_accurate_on_the_first_call_of_a_process():
+    """Regression: the reference once used float32 torch.log, whose first call is sometimes inexact."""
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        res = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True)
+        assert res.returncode == 0 and "first call ok" in res.stdout, res.stderr

@@ -57,4 +57,9 @@ def philox_randn(seed: int, offset: int, shape: tuple[int, ...], device: torch.d
     w0, w1 = philox_words(seed % (1 << 64), counters)
     u1 = torch.clamp_min(uniform_from_words(w0), 1.0e-7)
     th = torch.tensor(6.283185307179586, dtype=torch.float32) * uniform_from_words(w1)
-    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(th)).reshape(shape)
+    # log and cos in float64, rounded once: the float32 answer every backend approximates
+    # to about an ulp. (torch 2.13's float32 log is sometimes 100x less accurate on its
+    # first call in a process, which made this reference flaky.)
+    log_u1 = torch.log(u1.double()).float()
+    cos_th = torch.cos(th.double()).float()
+    return (torch.sqrt(-2.0 * log_u1) * cos_th).reshape(shape)
