@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -66,6 +67,21 @@ def bench(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, comp
     return [Row(label, dt, name, us, nbytes / us / 1e3, times["eager"] / us) for name, us in times.items()]
 
 
+def overhead_rows(device: torch.device) -> list[Row]:
+    """Per-call cost at a tiny size: the direct eager path against the torch.library custom op."""
+    from mridpm.ops.step import NOISE, fused_step_op
+
+    backend = "cpu" if device.type == "cpu" else ("cuda" if _ext.cuda_built() else "triton")
+    x = torch.randn(1, 64, device=device)
+    params = torch.rand(1, 7, device=device)
+    gen = mridpm.Generator(0)
+    direct = measure(lambda: mridpm.fused_step(x, [1.0], 0.5, generator=gen, backend=backend), device)
+    via_op = measure(lambda: fused_step_op([x], params, 0, 0, NOISE, backend), device)
+    eager = measure(lambda: x + 0.5 * torch.randn(x.shape, device=device), device)
+    return [Row("(1, 64)", "float32", name, us, 3 * x.nbytes / us / 1e3, eager / us)
+            for name, us in (("eager", eager), (f"mridpm-{backend}", direct), (f"custom-op-{backend}", via_op))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -88,8 +104,12 @@ def main() -> None:
             rows.append(copy_row(shape, dtype, device))
         rows += bench(shape, dtype, device, not args.no_compile)
     print_table(rows)
-    path = save(f"step-{device.type}", rows)
-    print(f"\nwrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    overhead = overhead_rows(device)
+    print("\nper-call overhead (public function, which skips the dispatcher in eager mode, and the registered op):")
+    print_table(overhead)
+    if not args.quick:  # the recorded tables hold full runs only
+        path = save(f"step-{device.type}", rows, {"overhead": [asdict(r) for r in overhead]})
+        print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

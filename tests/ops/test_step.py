@@ -118,6 +118,9 @@ def test_empty_batch_and_empty_sample(kernel):
     for shape in [(0, 5), (3, 0)]:
         out = fused_step(torch.zeros(shape, device=device), [1.0], 1.0, generator=g, backend=backend)
         assert out.shape == shape
+        out, x0 = fused_step(torch.zeros(shape, device=device), [1.0], 1.0, generator=g, x0_coeffs=[1.0],
+                             threshold=(0.9, 2.0), return_x0=True, backend=backend)
+        assert out.shape == x0.shape == shape
     assert g.offset == 0
 
 

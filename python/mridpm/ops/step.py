@@ -175,6 +175,35 @@ def _check_out(out: object, like: torch.Tensor, inputs: Sequence[torch.Tensor]) 
     return out
 
 
+def _step_columns(K: int, batch: int, coeffs: object, noise_scale: object, x0_coeffs: object, x0_weight: object,
+                  clamp: object, threshold: object, return_x0: bool) -> tuple[list[float | torch.Tensor], int]:
+    """The checked params columns c[K], a[K], w, lo, hi, m, s and the kernel flags."""
+    columns = _checks.coefficient_columns("coeffs", coeffs, K, batch)
+    flags = 0
+    if x0_coeffs is None:
+        for name, value in (("x0_weight", x0_weight), ("clamp", clamp), ("threshold", threshold)):
+            if value is not None:
+                raise ValueError(f"{name} acts on the x0 prediction; give x0_coeffs too")
+        if return_x0:
+            raise ValueError("return_x0 needs x0_coeffs")
+        columns += [0.0] * (K + 1)
+    else:
+        flags |= HAS_X0 | (WRITE_X0 if return_x0 else 0)
+        columns += _checks.coefficient_columns("x0_coeffs", x0_coeffs, K, batch)
+        columns.append(0.0 if x0_weight is None else _checks.per_sample("x0_weight", x0_weight, batch))
+    if clamp is not None and threshold is not None:
+        raise ValueError("give clamp or threshold, not both")
+    lo, hi = _bounds(clamp, batch) if clamp is not None else (0.0, 0.0)
+    flags |= CLAMP if clamp is not None or threshold is not None else 0
+    columns += [lo, hi, 1.0]
+    if noise_scale is None:
+        columns.append(0.0)
+    else:
+        columns.append(_checks.per_sample("noise_scale", noise_scale, batch))
+        flags |= NOISE
+    return columns, flags
+
+
 def fused_step(
     inputs: torch.Tensor | Sequence[torch.Tensor],
     coeffs: object,
@@ -201,47 +230,25 @@ def fused_step(
     vs = _checks.tensor_list("inputs", inputs, 1, 4)
     _checks.same_layout("inputs", vs, _checks.STEP_DTYPES)
     K, batch, device = len(vs), vs[0].shape[0], vs[0].device
-    columns = _checks.coefficient_columns("coeffs", coeffs, K, batch)
-    zero = 0.0
-    flags = 0
-    if x0_coeffs is None:
-        for name, value in (("x0_weight", x0_weight), ("clamp", clamp), ("threshold", threshold)):
-            if value is not None:
-                raise ValueError(f"{name} acts on the x0 prediction; give x0_coeffs too")
-        if return_x0:
-            raise ValueError("return_x0 needs x0_coeffs")
-        columns += [zero] * (K + 1)
-    else:
-        flags |= HAS_X0 | (WRITE_X0 if return_x0 else 0)
-        columns += _checks.coefficient_columns("x0_coeffs", x0_coeffs, K, batch)
-        columns.append(zero if x0_weight is None else _checks.per_sample("x0_weight", x0_weight, batch))
-    if clamp is not None and threshold is not None:
-        raise ValueError("give clamp or threshold, not both")
-    lo, hi = _bounds(clamp, batch) if clamp is not None else (zero, zero)
-    flags |= CLAMP if clamp is not None or threshold is not None else 0
-    columns += [lo, hi, 1.0]
-    if noise_scale is None:
-        columns.append(zero)
-    else:
-        columns.append(_checks.per_sample("noise_scale", noise_scale, batch))
-        flags |= NOISE
-        if generator is not None and not isinstance(generator, Generator):
-            raise TypeError(f"generator must be a mridpm.Generator, got {type(generator).__name__}")
+    columns, flags = _step_columns(K, batch, coeffs, noise_scale, x0_coeffs, x0_weight, clamp, threshold, return_x0)
+    if threshold is not None:
+        ratio, max_value = _threshold_args(threshold)
+    if generator is not None and not isinstance(generator, Generator):
+        raise TypeError(f"generator must be a mridpm.Generator, got {type(generator).__name__}")
     if out is not None:
         out = _check_out(out, vs[0], vs)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in vs)
     name = resolve(backend, device, needs_grad)
 
     params = _checks.pack_columns(columns, batch, device)
-    if threshold is not None:
+    if threshold is not None and vs[0].numel() > 0:
         params = params.expand(batch, -1).clone()
-        ratio, max_value = _threshold_args(threshold)
         raw = fused_step(vs, columns[K : 2 * K], backend=name)
         scale = dynamic_threshold_scale(raw, ratio, max_value)
         params[:, 2 * K + 1], params[:, 2 * K + 2], params[:, 2 * K + 3] = -scale, scale, 1.0 / scale
     seed, offset = 0, 0
     if flags & NOISE:
-        seed, offset = (generator or default_generator).reserve(as_rows(vs[0]).numel())
+        seed, offset = (generator or default_generator).reserve(vs[0].numel() * (2 if vs[0].is_complex() else 1))
 
     if name != "ref" and torch.compiler.is_compiling():
         signed_seed = seed - _U64 if seed >= 1 << 63 else seed
