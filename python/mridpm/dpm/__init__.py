@@ -1,0 +1,30 @@
+"""DPM families: schedules, parameterizations and samplers built on the fused step."""
+
+from mridpm.dpm.parameterization import PREDICTIONS, convert
+from mridpm.dpm.samplers import invert_ddim, sample_ddim, sample_ddpm, sample_euler_maruyama, sample_ode
+from mridpm.dpm.schedules import (
+    DiscreteSchedule,
+    SubVPSchedule,
+    VESchedule,
+    VPSchedule,
+    karras_sigmas,
+    make_betas,
+    time_grid,
+)
+
+__all__ = [
+    "PREDICTIONS",
+    "DiscreteSchedule",
+    "SubVPSchedule",
+    "VESchedule",
+    "VPSchedule",
+    "convert",
+    "invert_ddim",
+    "karras_sigmas",
+    "make_betas",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_euler_maruyama",
+    "sample_ode",
+    "time_grid",
+]

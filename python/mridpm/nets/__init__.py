@@ -1,0 +1,1 @@
+"""Networks: score models with closed-form marginals (analytic) and, later, trained ones."""

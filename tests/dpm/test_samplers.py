@@ -1,0 +1,156 @@
+"""Samplers against exact scores: a 16-dimensional Gaussian and a Gaussian mixture."""
+
+import pytest
+import torch
+
+import mridpm
+from mridpm.dpm import (
+    DiscreteSchedule,
+    SubVPSchedule,
+    VESchedule,
+    VPSchedule,
+    invert_ddim,
+    sample_ddim,
+    sample_ddpm,
+    sample_euler_maruyama,
+    sample_ode,
+)
+from mridpm.nets.analytic import GaussianMixtureScore, gaussian_score
+
+D, N = 16, 20_000
+LINEAR = DiscreteSchedule.from_name("linear")
+
+
+@pytest.fixture(scope="module")
+def target():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64, generator=g))
+    cov = q @ torch.diag(torch.linspace(0.1, 2.0, D, dtype=torch.float64)) @ q.T
+    return torch.randn(D, dtype=torch.float64, generator=g), cov
+
+
+def _prior(schedule, seed=1):
+    g = mridpm.Generator(seed)
+    return mridpm.randn((N, D), generator=g) * getattr(schedule, "prior_std", 1.0), g
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+CASES = [  # (id, sampler, schedule, prediction, options): "enough steps" for each
+    ("ddpm-beta_tilde", sample_ddpm, LINEAR, "eps", {"steps": 1000}),
+    ("ddpm-beta-skipped", sample_ddpm, LINEAR, "v", {"steps": 500, "variance": "beta"}),
+    ("ddim-eta0", sample_ddim, LINEAR, "eps", {"steps": 500}),
+    ("ddim-eta1-trailing", sample_ddim, LINEAR, "x0", {"steps": 500, "eta": 1.0, "spacing": "trailing"}),
+    ("em-vp", sample_euler_maruyama, VPSchedule(), "score", {"steps": 1000}),
+    ("em-subvp", sample_euler_maruyama, SubVPSchedule(), "eps", {"steps": 1000}),
+    ("em-ve", sample_euler_maruyama, VESchedule(), "score", {"steps": 1000}),
+    ("ode-heun-vp", sample_ode, VPSchedule(), "v", {"steps": 100}),
+    ("ode-heun-ve", sample_ode, VESchedule(), "score", {"steps": 100}),
+    ("ode-euler-subvp", sample_ode, SubVPSchedule(), "x0", {"steps": 500, "method": "euler"}),
+]
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "prediction", "options"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_gaussian_mean_and_covariance(target, sampler, schedule, prediction, options):
+    mean, cov = target
+    model = gaussian_score(mean, cov, schedule, prediction)
+    x, g = _prior(schedule)
+    out = sampler(model, x, schedule, generator=g, prediction=prediction, **options).double()
+    assert out.shape == (N, D) and bool(torch.isfinite(out).all())
+    assert _rel(out.mean(0), mean) < 0.03
+    assert _rel(torch.cov(out.T), cov) < 0.05
+
+
+MIXTURE_CASES = [
+    ("ddpm", sample_ddpm, LINEAR, "eps", {"steps": 1000}),
+    ("ddim", sample_ddim, LINEAR, "v", {"steps": 500}),
+    ("em-ve", sample_euler_maruyama, VESchedule(), "eps", {"steps": 1000}),
+    ("ode-vp", sample_ode, VPSchedule(), "x0", {"steps": 200}),
+]
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "prediction", "options"), [c[1:] for c in MIXTURE_CASES],
+                         ids=[c[0] for c in MIXTURE_CASES])
+def test_gaussian_mixture_weights(sampler, schedule, prediction, options):
+    g = torch.Generator().manual_seed(3)
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    means = torch.randn(3, D, dtype=torch.float64, generator=g) * 2
+    covs = torch.rand(3, D, dtype=torch.float64, generator=g) * 0.3 + 0.05
+    model = GaussianMixtureScore(weights, means, covs, schedule, prediction)
+    x, gen = _prior(schedule, seed=2)
+    out = sampler(model, x, schedule, generator=gen, prediction=prediction, **options).double()
+    _, resp = model.score_at(out, 1.0, 0.0)  # responsibilities under the clean mixture
+    frac = torch.bincount(resp.argmax(0), minlength=3).double() / N
+    assert float((frac - weights).abs().max()) < 0.02, frac.tolist()
+
+
+def test_ddim_eta0_is_deterministic_and_inverts(target):
+    mean, cov = target
+    model = gaussian_score(mean, cov, LINEAR, "eps")
+    noise = mridpm.randn((64, D), generator=mridpm.Generator(4))
+    a = sample_ddim(model, noise, LINEAR, steps=100, generator=mridpm.Generator(5))
+    b = sample_ddim(model, noise, LINEAR, steps=100, generator=mridpm.Generator(6))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    x0 = model.sample(256, torch.Generator().manual_seed(0)).float()
+    z = invert_ddim(model, x0, LINEAR, steps=100, iterations=3)
+    assert _rel(sample_ddim(model, z, LINEAR, steps=100), x0) < 1e-3
+    one_call = sample_ddim(model, invert_ddim(model, x0, LINEAR, steps=100), LINEAR, steps=100)
+    assert _rel(one_call, x0) < 0.05  # the usual one-call inversion: close, not exact
+
+
+def test_ddpm_with_skipped_steps_samples_the_exact_posterior():
+    """PITFALLS: with skipped steps beta_t = 1 - abar_t / abar_prev, not betas[t]. With a perfect
+    x0 model, one step from t to t_prev must draw from q(x_prev | x_t, x0)."""
+    x0 = torch.full((N, 1), 0.7)
+    ts = LINEAR.timesteps(4, "leading")  # [750, 500, 250, 0]: 250 training steps per step
+    abar, abar_prev = LINEAR.alpha_bar(ts[0]), LINEAR.alpha_bar(ts[1])
+    g = mridpm.Generator(9)
+    x_t = abar**0.5 * x0 + (1 - abar) ** 0.5 * mridpm.randn(x0.shape, generator=g)
+    seen = []
+    last = sample_ddpm(lambda x, t: x0.expand_as(x), x_t, LINEAR, steps=4, prediction="x0", generator=g,
+                       callback=seen.append)
+    beta = 1 - abar / abar_prev
+    mean = abar_prev**0.5 * beta / (1 - abar) * x0 + (1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar) * x_t
+    var = beta * (1 - abar_prev) / (1 - abar)
+    resid = seen[0]["x"].double() - mean.double()
+    assert abs(float(resid.mean())) < 4 * (var / N) ** 0.5
+    assert abs(float(resid.var()) / var - 1) < 0.05
+    torch.testing.assert_close(last, x0)  # the final step lands on the x0 prediction
+
+
+def test_progress_and_callback_report_each_step(target, capsys):
+    mean, cov = target
+    model = gaussian_score(mean, cov, LINEAR, "eps")
+    seen = []
+    sample_ddim(model, torch.zeros(2, D), LINEAR, steps=7, callback=seen.append, progress=True)
+    assert [s["i"] for s in seen] == list(range(7))
+    assert {"x", "t", "denoised"} <= set(seen[0])
+    assert seen[-1]["t"] == 0
+
+
+BAD = [
+    (TypeError, "DiscreteSchedule", lambda m: sample_ddim(m, torch.zeros(2, D), VPSchedule())),
+    (TypeError, "continuous schedule", lambda m: sample_ode(m, torch.zeros(2, D), LINEAR)),
+    (ValueError, "unknown prediction", lambda m: sample_ddim(m, torch.zeros(2, D), LINEAR, prediction="noise")),
+    (ValueError, "training steps", lambda m: sample_ddpm(m, torch.zeros(2, D), LINEAR, steps=2000)),
+    (ValueError, "strictly decrease", lambda m: sample_ddim(m, torch.zeros(2, D), LINEAR, timesteps=[5, 10])),
+    (ValueError, "eta", lambda m: sample_ddim(m, torch.zeros(2, D), LINEAR, eta=-1.0)),
+    (ValueError, "variance", lambda m: sample_ddpm(m, torch.zeros(2, D), LINEAR, variance="large")),
+    (ValueError, "method", lambda m: sample_ode(m, torch.zeros(2, D), VPSchedule(), method="rk45")),
+    (ValueError, "iterations", lambda m: invert_ddim(m, torch.zeros(2, D), LINEAR, iterations=0)),
+]
+
+
+@pytest.mark.parametrize(("error", "match", "call"), BAD, ids=[b[1] for b in BAD])
+def test_bad_arguments(target, error, match, call):
+    mean, cov = target
+    with pytest.raises(error, match=match):
+        call(gaussian_score(mean, cov, LINEAR, "eps"))
+
+
+def test_model_output_of_the_wrong_shape_is_reported():
+    with pytest.raises(ValueError, match="shape"):
+        sample_ddim(lambda x, t: x[:, :3], torch.zeros(2, D), LINEAR, steps=3)
