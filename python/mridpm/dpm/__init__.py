@@ -1,7 +1,7 @@
 """DPM families: schedules, parameterizations and samplers built on the fused step."""
 
+from mridpm.dpm.discrete import invert_ddim, sample_ddim, sample_ddpm
 from mridpm.dpm.parameterization import PREDICTIONS, convert
-from mridpm.dpm.samplers import invert_ddim, sample_ddim, sample_ddpm, sample_euler_maruyama, sample_ode
 from mridpm.dpm.schedules import (
     DiscreteSchedule,
     SubVPSchedule,
@@ -11,6 +11,7 @@ from mridpm.dpm.schedules import (
     make_betas,
     time_grid,
 )
+from mridpm.dpm.sde import sample_euler_maruyama, sample_ode
 
 __all__ = [
     "PREDICTIONS",

@@ -1,0 +1,104 @@
+"""Discrete-time samplers: DDPM ancestral sampling, DDIM and its inversion (one fused step each)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from mridpm.dpm import parameterization as param
+from mridpm.dpm._common import Callback, Model, call_model, discrete_timesteps, steps_of
+from mridpm.dpm.schedules import DiscreteSchedule
+from mridpm.ops import fused_step
+from mridpm.random import Generator
+
+
+def sample_ddpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int | None = None,
+                generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
+                prediction: str = "eps", variance: str = "beta_tilde", clip: tuple[float, float] | None = None,
+                threshold: tuple[float, float] | None = None, spacing: str = "leading", offset: int = 0,
+                model_kwargs: dict | None = None) -> torch.Tensor:
+    """DDPM ancestral sampling (Ho et al. 2020). With skipped steps beta_t = 1 - abar_t / abar_prev;
+    variance "beta_tilde" (posterior) or "beta" (the upper bound)."""
+    if variance not in ("beta_tilde", "beta"):
+        raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {variance!r}")
+    param.check_prediction(prediction)
+    ts = discrete_timesteps(schedule, None, steps or getattr(schedule, "num_train_timesteps", 0), spacing, offset)
+    for i, t in steps_of(ts, progress, "ddpm"):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+        beta = 1.0 - abar / abar_prev
+        var = beta if variance == "beta" else beta * (1.0 - abar_prev) / (1.0 - abar)
+        std = math.sqrt(var) if t_prev >= 0 else None
+        out = call_model(model, x, t, True, model_kwargs)
+        x, x0 = fused_step(
+            [x, out], [math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar), 0.0], std, generator=generator,
+            x0_coeffs=param.x0_coeffs(prediction, math.sqrt(abar), math.sqrt(1.0 - abar)),
+            x0_weight=math.sqrt(abar_prev) * beta / (1.0 - abar), clamp=clip, threshold=threshold, return_x0=True)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t, "denoised": x0})
+    return x
+
+
+def _ddim_coeffs(prediction: str, abar: float, abar_to: float, eta: float) -> tuple[list[float], float, tuple, float]:
+    """[x, out] coefficients of the direction term, the noise std, the x0 coefficients and weight."""
+    a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
+    std = eta * math.sqrt((1.0 - abar_to) / (1.0 - abar) * (1.0 - abar / abar_to)) if abar_to > abar else 0.0
+    direction = math.sqrt(max(1.0 - abar_to - std * std, 0.0))
+    ea, eb = param.eps_coeffs(prediction, a, s)
+    return [direction * ea, direction * eb], std, param.x0_coeffs(prediction, a, s), math.sqrt(abar_to)
+
+
+def sample_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int = 50,
+                generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
+                prediction: str = "eps", eta: float = 0.0, clip: tuple[float, float] | None = None,
+                threshold: tuple[float, float] | None = None, spacing: str = "leading", offset: int = 0,
+                timesteps: Sequence[int] | None = None, final_alpha_one: bool = True,
+                model_kwargs: dict | None = None) -> torch.Tensor:
+    """DDIM (Song et al. 2021) over any decreasing step subsequence; eta = 0 is deterministic,
+    eta = 1 matches DDPM's posterior variance."""
+    if not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    param.check_prediction(prediction)
+    ts = discrete_timesteps(schedule, timesteps, steps, spacing, offset)
+    final = 1.0 if final_alpha_one else schedule.alpha_bar(0)
+    for i, t in steps_of(ts, progress, "ddim"):
+        abar_to = schedule.alpha_bar(ts[i + 1]) if i + 1 < len(ts) else final
+        coeffs, std, x0c, x0w = _ddim_coeffs(prediction, schedule.alpha_bar(t), abar_to, eta)
+        out = call_model(model, x, t, True, model_kwargs)
+        x, x0 = fused_step([x, out], coeffs, std if std > 0 else None, generator=generator, x0_coeffs=x0c,
+                           x0_weight=x0w, clamp=clip, threshold=threshold, return_x0=True)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t, "denoised": x0})
+    return x
+
+
+def invert_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int = 50,
+                callback: Callback | None = None, progress: bool = False, prediction: str = "eps",
+                spacing: str = "leading", offset: int = 0, timesteps: Sequence[int] | None = None,
+                iterations: int = 1, model_kwargs: dict | None = None) -> torch.Tensor:
+    """Deterministic DDIM inversion: maps a clean sample to the noise that sample_ddim (eta = 0,
+    same timesteps) maps back to it. Each step solves x_to = (a_to / a_from)(x - s_from eps(x_to))
+    + s_to eps(x_to) by `iterations` fixed-point sweeps, the first from eps at the current x
+    (iterations = 1 is the usual one-call inversion, whose error grows with the step size)."""
+    param.check_prediction(prediction)
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    ts = discrete_timesteps(schedule, timesteps, steps, spacing, offset)
+    up = ts[::-1]
+    for i, t in steps_of(up, progress, "ddim-inversion"):
+        abar_from = schedule.alpha_bar(up[i - 1]) if i > 0 else 1.0
+        abar = schedule.alpha_bar(t)
+        a_from, s_from = math.sqrt(abar_from), math.sqrt(1.0 - abar_from)
+        a_to, s_to = math.sqrt(abar), math.sqrt(1.0 - abar)
+        ea, eb = param.eps_coeffs(prediction, a_to, s_to)
+        k = s_to - a_to * s_from / a_from  # x_to = (a_to / a_from) x + k eps
+        out = call_model(model, x, t, True, model_kwargs)
+        y = fused_step([x, out], [a_to / a_from + k * ea, k * eb])
+        for _ in range(iterations - 1):
+            y = fused_step([x, y, call_model(model, y, t, True, model_kwargs)], [a_to / a_from, k * ea, k * eb])
+        x = y
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t})
+    return x
