@@ -14,6 +14,8 @@ from mridpm.dpm import (
     sample_ddpm,
     sample_euler_maruyama,
     sample_ode,
+    sample_pc,
+    sample_smld,
 )
 from mridpm.nets.analytic import GaussianMixtureScore, gaussian_score
 
@@ -46,6 +48,8 @@ CASES = [  # (id, sampler, schedule, prediction, options): "enough steps" for ea
     ("em-vp", sample_euler_maruyama, VPSchedule(), "score", {"steps": 1000}),
     ("em-subvp", sample_euler_maruyama, SubVPSchedule(), "eps", {"steps": 1000}),
     ("em-ve", sample_euler_maruyama, VESchedule(), "score", {"steps": 1000}),
+    ("pc-ve", sample_pc, VESchedule(), "score", {"steps": 1000, "snr": 0.16}),
+    ("pc-vp", sample_pc, VPSchedule(), "eps", {"steps": 1000, "snr": 0.16}),
     ("ode-heun-vp", sample_ode, VPSchedule(), "v", {"steps": 100}),
     ("ode-heun-ve", sample_ode, VESchedule(), "score", {"steps": 100}),
     ("ode-euler-subvp", sample_ode, SubVPSchedule(), "x0", {"steps": 500, "method": "euler"}),
@@ -62,6 +66,17 @@ def test_gaussian_mean_and_covariance(target, sampler, schedule, prediction, opt
     assert out.shape == (N, D) and bool(torch.isfinite(out).all())
     assert _rel(out.mean(0), mean) < 0.03
     assert _rel(torch.cov(out.T), cov) < 0.05
+
+
+def test_smld_reaches_the_last_noise_level_marginal(target):
+    """Annealed Langevin ends at p_sigma_min = N(mean, cov + sigma_min^2 I), before denoising."""
+    mean, cov = target
+    schedule = VESchedule(sigma_min=0.3, sigma_max=20.0)
+    model = gaussian_score(mean, cov, schedule, "score")
+    x, g = _prior(schedule)
+    out = sample_smld(model, x, schedule, steps=10, steps_each=100, step_lr=0.04, generator=g, denoise=False).double()
+    assert _rel(out.mean(0), mean) < 0.03
+    assert _rel(torch.cov(out.T), cov + 0.09 * torch.eye(D, dtype=torch.float64)) < 0.05
 
 
 MIXTURE_CASES = [
@@ -141,6 +156,9 @@ BAD = [
     (ValueError, "variance", lambda m: sample_ddpm(m, torch.zeros(2, D), LINEAR, variance="large")),
     (ValueError, "method", lambda m: sample_ode(m, torch.zeros(2, D), VPSchedule(), method="rk45")),
     (ValueError, "iterations", lambda m: invert_ddim(m, torch.zeros(2, D), LINEAR, iterations=0)),
+    (ValueError, "snr", lambda m: sample_pc(m, torch.zeros(2, D), VPSchedule(), snr=0.0)),
+    (TypeError, "VESchedule", lambda m: sample_smld(m, torch.zeros(2, D), VPSchedule())),
+    (ValueError, "step_lr", lambda m: sample_smld(m, torch.zeros(2, D), VESchedule(), step_lr=-1.0)),
 ]
 
 

@@ -11,7 +11,7 @@ from mridpm.dpm.schedules import (
     make_betas,
     time_grid,
 )
-from mridpm.dpm.sde import sample_euler_maruyama, sample_ode
+from mridpm.dpm.sde import langevin_step, sample_euler_maruyama, sample_ode, sample_pc, sample_smld
 
 __all__ = [
     "PREDICTIONS",
@@ -22,10 +22,13 @@ __all__ = [
     "convert",
     "invert_ddim",
     "karras_sigmas",
+    "langevin_step",
     "make_betas",
     "sample_ddim",
     "sample_ddpm",
     "sample_euler_maruyama",
     "sample_ode",
+    "sample_pc",
+    "sample_smld",
     "time_grid",
 ]

@@ -1,16 +1,27 @@
-"""Continuous-time samplers: reverse-SDE Euler-Maruyama and the probability-flow ODE."""
+"""Continuous-time samplers: reverse-SDE Euler-Maruyama, predictor-corrector, annealed Langevin
+(SMLD) and the probability-flow ODE."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import Callback, Model, call_model, check_continuous, final_denoise, steps_of
-from mridpm.dpm.schedules import ContinuousSchedule, time_grid
-from mridpm.ops import fused_step
+from mridpm.dpm.schedules import ContinuousSchedule, VESchedule, time_grid
+from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
+
+
+def _em_step(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, t: float, dt: float, prediction: str,
+             generator: Generator | None, model_kwargs: dict | None) -> torch.Tensor:
+    """x_{t-dt} = x - [f x - g^2 score] dt + g sqrt(dt) z: one reverse-SDE Euler-Maruyama step."""
+    f, g2 = schedule.sde(t)
+    sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
+    out = call_model(model, x, t, False, model_kwargs)
+    return fused_step([x, out], [1.0 - f * dt + g2 * dt * sa, g2 * dt * sb], math.sqrt(g2 * dt), generator=generator)
 
 
 def sample_euler_maruyama(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, steps: int = 1000,
@@ -22,14 +33,73 @@ def sample_euler_maruyama(model: Model, x: torch.Tensor, schedule: ContinuousSch
     check_continuous(schedule, prediction)
     ts = time_grid(steps, t_end)
     for i, t in steps_of(ts[:-1], progress, "euler-maruyama"):
-        dt = t - ts[i + 1]
-        f, g2 = schedule.sde(t)
-        sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
-        out = call_model(model, x, t, False, model_kwargs)
-        x = fused_step([x, out], [1.0 - f * dt + g2 * dt * sa, g2 * dt * sb], math.sqrt(g2 * dt), generator=generator)
+        x = _em_step(model, x, schedule, t, t - ts[i + 1], prediction, generator, model_kwargs)
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
     return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+
+
+def langevin_step(x: torch.Tensor, score: torch.Tensor, snr: float, alpha: float,
+                  generator: Generator | None) -> torch.Tensor:
+    """One Langevin corrector step whose size makes the noise-to-score norm ratio equal snr
+    (Song et al. 2021, Algorithm 4): eps = 2 alpha (snr |z| / |score|)^2, batch-averaged norms,
+    computed on the device (no synchronisation)."""
+    z = randn(tuple(x.shape), generator=generator, dtype=x.dtype, device=x.device)
+    dims = tuple(range(1, x.dim()))
+    ratio = torch.linalg.vector_norm(z, dim=dims).mean() / torch.linalg.vector_norm(score, dim=dims).mean()
+    step = (2.0 * alpha) * (snr * ratio) ** 2
+    return fused_step([x, score, z], [1.0, step, (2.0 * step).sqrt()])
+
+
+def sample_pc(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, steps: int = 1000,
+              generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
+              prediction: str = "score", snr: float = 0.16, corrector_steps: int = 1, t_end: float = 1e-3,
+              denoise: bool = True, model_kwargs: dict | None = None) -> torch.Tensor:
+    """Predictor-corrector (Song et al. 2021): at each time, corrector_steps Langevin steps at
+    target signal-to-noise ratio snr, then one Euler-Maruyama predictor step."""
+    check_continuous(schedule, prediction)
+    if not snr > 0 or not math.isfinite(snr) or corrector_steps < 0:
+        raise ValueError(f"need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
+    ts = time_grid(steps, t_end)
+    for i, t in steps_of(ts[:-1], progress, "predictor-corrector"):
+        dt = t - ts[i + 1]
+        sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
+        alpha = 1.0 + 2.0 * schedule.sde(t)[0] * dt  # 1 - beta(t) dt for VP and sub-VP, 1 for VE
+        for _ in range(corrector_steps):
+            score = fused_step([x, call_model(model, x, t, False, model_kwargs)], [sa, sb])
+            x = langevin_step(x, score, snr, alpha, generator)
+        x = _em_step(model, x, schedule, t, dt, prediction, generator, model_kwargs)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t})
+    return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+
+
+def sample_smld(model: Model, x: torch.Tensor, schedule: VESchedule, *, steps: int = 10,
+                generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
+                prediction: str = "score", steps_each: int = 100, step_lr: float = 2e-5, denoise: bool = True,
+                model_kwargs: dict | None = None) -> torch.Tensor:
+    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019): `steps` noise levels from sigma_max
+    to sigma_min (geometric), steps_each Langevin steps of size step_lr * sigma_i^2 / sigma_min^2
+    at each, then (by default) the denoising step x + sigma_min^2 score (Tweedie)."""
+    if not isinstance(schedule, VESchedule):
+        raise TypeError(f"SMLD needs a VESchedule, got {type(schedule).__name__}")
+    param.check_prediction(prediction)
+    if not step_lr > 0 or not math.isfinite(step_lr) or steps_each < 1:
+        raise ValueError(f"need step_lr > 0 and steps_each >= 1, got {step_lr}, {steps_each}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps (noise levels) must be a positive integer, got {steps!r}")
+    levels = [float(t) for t in np.linspace(1.0, 0.0, steps)]  # t = 0 is sigma_min
+    sigma_last = schedule.alpha_sigma(levels[-1])[1]
+    for i, t in steps_of(levels, progress, "annealed-langevin"):
+        alpha, sigma = schedule.alpha_sigma(t)
+        size = step_lr * (sigma / sigma_last) ** 2
+        sa, sb = param.score_coeffs(prediction, alpha, sigma)
+        for _ in range(steps_each):
+            out = call_model(model, x, t, False, model_kwargs)
+            x = fused_step([x, out], [1.0 + 0.5 * size * sa, 0.5 * size * sb], math.sqrt(size), generator=generator)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t, "sigma": sigma})
+    return final_denoise(model, x, schedule, levels[-1], prediction, model_kwargs) if denoise else x
 
 
 def _ode_slope(schedule: ContinuousSchedule, prediction: str, t: float) -> tuple[float, float]:

@@ -48,6 +48,13 @@ def per_sample(name: str, value: object, batch: int) -> float | torch.Tensor:
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value}")
         return float(value)
+    if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+        # computed on the device inside a sampling loop: kept there, and not checked for
+        # finiteness, since reading it back would synchronise with the device
+        if value.is_complex() or value.dtype == torch.bool or value.numel() not in (1, batch):
+            raise ValueError(f"{name}: a device tensor must be real with 1 or {batch} values, got "
+                             f"{value.dtype} of shape {tuple(value.shape)}")
+        return value.detach().reshape(-1).to(torch.float64).expand(batch)
     try:
         t = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -68,8 +75,9 @@ def pack_columns(columns: list[float | torch.Tensor], batch: int, device: torch.
     """Per-sample columns as one float32 (rows, len(columns)) table on device; rows is 1 when all are scalars."""
     if all(isinstance(c, float) for c in columns):
         return torch.tensor([columns], dtype=torch.float32, device=device)
-    full = [c if isinstance(c, torch.Tensor) else torch.full((batch,), c, dtype=torch.float64) for c in columns]
-    return torch.stack(full, dim=1).to(device, torch.float32)
+    full = [c.to(device, torch.float32) if isinstance(c, torch.Tensor)
+            else torch.full((batch,), c, dtype=torch.float32, device=device) for c in columns]
+    return torch.stack(full, dim=1)
 
 
 def coefficient_columns(name: str, value: object, count: int, batch: int) -> list[torch.Tensor]:
