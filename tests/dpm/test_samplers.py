@@ -12,6 +12,8 @@ from mridpm.dpm import (
     invert_ddim,
     sample_ddim,
     sample_ddpm,
+    sample_dpm_solver,
+    sample_dpmpp,
     sample_euler_maruyama,
     sample_ode,
     sample_pc,
@@ -53,6 +55,13 @@ CASES = [  # (id, sampler, schedule, prediction, options): "enough steps" for ea
     ("ode-heun-vp", sample_ode, VPSchedule(), "v", {"steps": 100}),
     ("ode-heun-ve", sample_ode, VESchedule(), "score", {"steps": 100}),
     ("ode-euler-subvp", sample_ode, SubVPSchedule(), "x0", {"steps": 500, "method": "euler"}),
+    ("dpm-solver-3-vp", sample_dpm_solver, VPSchedule(), "v", {"steps": 10, "order": 3}),
+    ("dpm-solver-2-ve", sample_dpm_solver, VESchedule(), "score", {"steps": 20, "order": 2}),
+    ("dpm-solver-1-subvp", sample_dpm_solver, SubVPSchedule(), "eps", {"steps": 200, "order": 1, "skip": "time"}),
+    ("dpmpp-2m-discrete", sample_dpmpp, LINEAR, "eps", {"steps": 100, "order": 2}),
+    ("dpmpp-3m-discrete", sample_dpmpp, LINEAR, "v", {"steps": 100, "order": 3}),
+    ("dpmpp-3m-vp", sample_dpmpp, VPSchedule(), "x0", {"steps": 20, "order": 3}),
+    ("dpmpp-2m-ve", sample_dpmpp, VESchedule(), "score", {"steps": 20, "order": 2}),
 ]
 
 
@@ -84,6 +93,8 @@ MIXTURE_CASES = [
     ("ddim", sample_ddim, LINEAR, "v", {"steps": 500}),
     ("em-ve", sample_euler_maruyama, VESchedule(), "eps", {"steps": 1000}),
     ("ode-vp", sample_ode, VPSchedule(), "x0", {"steps": 200}),
+    ("dpm-solver-3", sample_dpm_solver, VPSchedule(), "eps", {"steps": 15, "order": 3}),
+    ("dpmpp-2m", sample_dpmpp, LINEAR, "eps", {"steps": 100, "order": 2}),
 ]
 
 
@@ -136,6 +147,28 @@ def test_ddpm_with_skipped_steps_samples_the_exact_posterior():
     torch.testing.assert_close(last, x0)  # the final step lands on the x0 prediction
 
 
+def test_first_order_dpm_solver_pp_is_ddim(target):
+    """DPM-Solver++(1) and DDIM (eta = 0) are the same update."""
+    mean, cov = target
+    model = gaussian_score(mean, cov, LINEAR, "eps")
+    x = mridpm.randn((64, D), generator=mridpm.Generator(3))
+    a = sample_dpmpp(model, x, LINEAR, steps=25, order=1, spacing="trailing")
+    b = sample_ddim(model, x, LINEAR, steps=25, spacing="trailing")
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dpm_solver_orders_converge_faster(target):
+    """At a fixed budget of 30 model calls the error falls with the order."""
+    mean, cov = target
+    schedule = VPSchedule()
+    model = gaussian_score(mean, cov, schedule, "eps")
+    z = mridpm.randn((2000, D), generator=mridpm.Generator(1))
+    ref = sample_dpm_solver(model, z, schedule, steps=200, order=3, denoise=False)
+    errors = [_rel(sample_dpm_solver(model, z, schedule, steps=30 // k, order=k, denoise=False), ref)
+              for k in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2], errors
+
+
 def test_progress_and_callback_report_each_step(target, capsys):
     mean, cov = target
     model = gaussian_score(mean, cov, LINEAR, "eps")
@@ -156,6 +189,9 @@ BAD = [
     (ValueError, "variance", lambda m: sample_ddpm(m, torch.zeros(2, D), LINEAR, variance="large")),
     (ValueError, "method", lambda m: sample_ode(m, torch.zeros(2, D), VPSchedule(), method="rk45")),
     (ValueError, "iterations", lambda m: invert_ddim(m, torch.zeros(2, D), LINEAR, iterations=0)),
+    (ValueError, "order", lambda m: sample_dpmpp(m, torch.zeros(2, D), LINEAR, order=4)),
+    (ValueError, "order", lambda m: sample_dpm_solver(m, torch.zeros(2, D), VPSchedule(), order=0)),
+    (ValueError, "skip", lambda m: sample_dpm_solver(m, torch.zeros(2, D), VPSchedule(), skip="karras")),
     (ValueError, "snr", lambda m: sample_pc(m, torch.zeros(2, D), VPSchedule(), snr=0.0)),
     (TypeError, "VESchedule", lambda m: sample_smld(m, torch.zeros(2, D), VPSchedule())),
     (ValueError, "step_lr", lambda m: sample_smld(m, torch.zeros(2, D), VESchedule(), step_lr=-1.0)),

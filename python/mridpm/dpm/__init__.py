@@ -1,6 +1,7 @@
 """DPM families: schedules, parameterizations and samplers built on the fused step."""
 
 from mridpm.dpm.discrete import invert_ddim, sample_ddim, sample_ddpm
+from mridpm.dpm.dpm_solver import sample_dpm_solver, sample_dpmpp, time_of_log_snr
 from mridpm.dpm.parameterization import PREDICTIONS, convert
 from mridpm.dpm.schedules import (
     DiscreteSchedule,
@@ -26,9 +27,12 @@ __all__ = [
     "make_betas",
     "sample_ddim",
     "sample_ddpm",
+    "sample_dpm_solver",
+    "sample_dpmpp",
     "sample_euler_maruyama",
     "sample_ode",
     "sample_pc",
     "sample_smld",
     "time_grid",
+    "time_of_log_snr",
 ]
