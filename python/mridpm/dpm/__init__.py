@@ -1,6 +1,6 @@
 """DPM families: schedules, parameterizations and samplers built on the fused step."""
 
-from mridpm.dpm.discrete import invert_ddim, sample_ddim, sample_ddpm
+from mridpm.dpm.discrete import analytic_dpm_gamma, invert_ddim, sample_analytic_dpm, sample_ddim, sample_ddpm
 from mridpm.dpm.dpm_solver import sample_dpm_solver, sample_dpmpp, time_of_log_snr
 from mridpm.dpm.parameterization import PREDICTIONS, convert
 from mridpm.dpm.schedules import (
@@ -20,11 +20,13 @@ __all__ = [
     "SubVPSchedule",
     "VESchedule",
     "VPSchedule",
+    "analytic_dpm_gamma",
     "convert",
     "invert_ddim",
     "karras_sigmas",
     "langevin_step",
     "make_betas",
+    "sample_analytic_dpm",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpm_solver",
