@@ -6,10 +6,10 @@ import torch
 import mridpm
 from mridpm.dpm import (
     DiscreteSchedule,
-    analytic_dpm_gamma,
     SubVPSchedule,
     VESchedule,
     VPSchedule,
+    analytic_dpm_gamma,
     invert_ddim,
     sample_analytic_dpm,
     sample_ddim,
