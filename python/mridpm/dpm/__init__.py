@@ -1,7 +1,9 @@
-"""DPM families: schedules, parameterizations and samplers built on the fused step."""
+"""DPM families: schedules, parameterizations, samplers, guidance and losses on the fused step."""
 
 from mridpm.dpm.discrete import analytic_dpm_gamma, invert_ddim, sample_analytic_dpm, sample_ddim, sample_ddpm
 from mridpm.dpm.dpm_solver import sample_dpm_solver, sample_dpmpp, time_of_log_snr
+from mridpm.dpm.guidance import classifier_free, classifier_guidance
+from mridpm.dpm.losses import diffusion_loss, drop_condition, dsm_loss
 from mridpm.dpm.parameterization import PREDICTIONS, convert
 from mridpm.dpm.schedules import (
     DiscreteSchedule,
@@ -21,7 +23,12 @@ __all__ = [
     "VESchedule",
     "VPSchedule",
     "analytic_dpm_gamma",
+    "classifier_free",
+    "classifier_guidance",
     "convert",
+    "diffusion_loss",
+    "drop_condition",
+    "dsm_loss",
     "invert_ddim",
     "karras_sigmas",
     "langevin_step",
