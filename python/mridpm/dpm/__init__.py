@@ -3,6 +3,7 @@
 from mridpm.dpm.discrete import analytic_dpm_gamma, invert_ddim, sample_analytic_dpm, sample_ddim, sample_ddpm
 from mridpm.dpm.dpm_solver import sample_dpm_solver, sample_dpmpp, time_of_log_snr
 from mridpm.dpm.guidance import classifier_free, classifier_guidance
+from mridpm.dpm.likelihood import log_likelihood
 from mridpm.dpm.losses import diffusion_loss, drop_condition, dsm_loss
 from mridpm.dpm.parameterization import PREDICTIONS, convert
 from mridpm.dpm.schedules import (
@@ -32,6 +33,7 @@ __all__ = [
     "invert_ddim",
     "karras_sigmas",
     "langevin_step",
+    "log_likelihood",
     "make_betas",
     "sample_analytic_dpm",
     "sample_ddim",

@@ -10,6 +10,7 @@ import torch
 
 from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import Callback, Model, call_model, check_continuous, final_denoise, steps_of
+from mridpm.dpm.ode_solvers import dopri5
 from mridpm.dpm.schedules import ContinuousSchedule, VESchedule, time_grid
 from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
@@ -102,7 +103,7 @@ def sample_smld(model: Model, x: torch.Tensor, schedule: VESchedule, *, steps: i
     return final_denoise(model, x, schedule, levels[-1], prediction, model_kwargs) if denoise else x
 
 
-def _ode_slope(schedule: ContinuousSchedule, prediction: str, t: float) -> tuple[float, float]:
+def ode_drift(schedule: ContinuousSchedule, prediction: str, t: float) -> tuple[float, float]:
     """(a, b) with dx/dt = a x + b output on the probability-flow ODE dx = [f x - g^2 score / 2] dt."""
     f, g2 = schedule.sde(t)
     sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
@@ -112,20 +113,29 @@ def _ode_slope(schedule: ContinuousSchedule, prediction: str, t: float) -> tuple
 def sample_ode(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, steps: int = 100,
                generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
                prediction: str = "score", method: str = "heun", t_end: float = 1e-3, denoise: bool = True,
-               model_kwargs: dict | None = None) -> torch.Tensor:
-    """Probability-flow ODE from t = 1 to t_end with fixed Euler or Heun steps (deterministic;
-    generator is unused and accepted for the shared signature)."""
+               rtol: float = 1e-5, atol: float = 1e-5, model_kwargs: dict | None = None) -> torch.Tensor:
+    """Probability-flow ODE from t = 1 to t_end: fixed Euler or Heun steps, or adaptive Dormand-Prince
+    ("rk45", to rtol / atol; steps is then unused). Deterministic: generator is unused."""
     check_continuous(schedule, prediction)
-    if method not in ("euler", "heun"):
-        raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
+    if method not in ("euler", "heun", "rk45"):
+        raise ValueError(f"method must be 'euler', 'heun' or 'rk45', got {method!r}")
+    if method == "rk45":
+        def drift(t: float, state: list[torch.Tensor]) -> list[torch.Tensor]:
+            a, b = ode_drift(schedule, prediction, t)
+            return [fused_step([state[0], call_model(model, state[0], t, False, model_kwargs)], [a, b])]
+
+        (x,), nfe = dopri5(drift, [x], 1.0, t_end, rtol=rtol, atol=atol)
+        if callback is not None:
+            callback({"x": x, "i": 0, "t": t_end, "nfe": nfe})
+        return final_denoise(model, x, schedule, t_end, prediction, model_kwargs) if denoise else x
     ts = time_grid(steps, t_end)
     for i, t in steps_of(ts[:-1], progress, f"ode-{method}"):
         dt = t - ts[i + 1]
-        a1, b1 = _ode_slope(schedule, prediction, t)
+        a1, b1 = ode_drift(schedule, prediction, t)
         out = call_model(model, x, t, False, model_kwargs)
         euler = fused_step([x, out], [1.0 - dt * a1, -dt * b1])
         if method == "heun":
-            a2, b2 = _ode_slope(schedule, prediction, ts[i + 1])
+            a2, b2 = ode_drift(schedule, prediction, ts[i + 1])
             out2 = call_model(model, euler, ts[i + 1], False, model_kwargs)
             euler = fused_step([x, out, euler, out2], [1.0 - 0.5 * dt * a1, -0.5 * dt * b1, -0.5 * dt * a2,
                                                        -0.5 * dt * b2])
