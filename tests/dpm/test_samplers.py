@@ -230,3 +230,27 @@ def test_bad_arguments(target, error, match, call):
 def test_model_output_of_the_wrong_shape_is_reported():
     with pytest.raises(ValueError, match="shape"):
         sample_ddim(lambda x, t: x[:, :3], torch.zeros(2, D), LINEAR, steps=3)
+
+
+NAN_CASES = [
+    (sample_ddpm, LINEAR, {"steps": 10}),
+    (sample_ddim, LINEAR, {"steps": 10}),
+    (sample_dpmpp, LINEAR, {"steps": 10}),
+    (sample_euler_maruyama, VPSchedule(), {"steps": 10}),
+    (sample_pc, VESchedule(), {"steps": 10}),
+    (sample_ode, VPSchedule(), {"steps": 10}),
+    (sample_dpm_solver, VPSchedule(), {"steps": 4}),
+]
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "options"), NAN_CASES, ids=[c[0].__name__ for c in NAN_CASES])
+def test_nan_in_the_model_output_is_reported_with_its_step(sampler, schedule, options):
+    calls = []
+
+    def broken(x, t):
+        calls.append(1)
+        out = torch.zeros_like(x)
+        return out.fill_(float("nan")) if len(calls) == 3 else out
+
+    with pytest.raises(ValueError, match=r"NaN or Inf at call 2 of \d+ \(t = "):
+        sampler(broken, torch.zeros(2, D), schedule, generator=mridpm.Generator(0), **options)

@@ -31,15 +31,34 @@ def steps_of(values: Sequence[Any], progress: bool, desc: str) -> Iterable[tuple
     return enumerate(tqdm(values, desc=desc, disable=not progress, leave=False))
 
 
-def call_model(model: Model, x: torch.Tensor, t: float | int, discrete: bool,
-               model_kwargs: dict | None) -> torch.Tensor:
-    """model(x, t) with t a (batch,) tensor; checks the output's shape."""
-    tt = torch.full((x.shape[0],), t, dtype=torch.long if discrete else torch.float32, device=x.device)
-    out = model(x, tt, **(model_kwargs or {}))
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        raise ValueError(f"the model must return a tensor of the sample's shape {tuple(x.shape)}, got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    return out.to(x.dtype)
+class ModelRun:
+    """Calls model(x, t, **model_kwargs) for a sampler, with t a (batch,) tensor, checks the output's
+    shape, and watches for NaN or Inf on the device (no synchronisation) until finish()."""
+
+    def __init__(self, model: Model, model_kwargs: dict | None, discrete: bool) -> None:
+        self.model, self.kwargs, self.discrete = model, model_kwargs or {}, discrete
+        self.times: list[float | int] = []
+        self.first_bad: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, t: float | int) -> torch.Tensor:
+        tt = torch.full((x.shape[0],), t, dtype=torch.long if self.discrete else torch.float32, device=x.device)
+        out = self.model(x, tt, **self.kwargs)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise ValueError(f"the model must return a tensor of the sample's shape {tuple(x.shape)}, got "
+                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        bad = ~torch.isfinite(out.detach()).all()
+        index = torch.tensor(len(self.times), device=out.device)
+        self.first_bad = torch.where(bad, index, -1) if self.first_bad is None else \
+            torch.where((self.first_bad < 0) & bad, index, self.first_bad)
+        self.times.append(t)
+        return out.to(x.dtype)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """x, once the run is known to have seen only finite model outputs (one synchronisation)."""
+        if self.first_bad is not None and int(self.first_bad) >= 0:
+            i = int(self.first_bad)
+            raise ValueError(f"the model returned NaN or Inf at call {i} of {len(self.times)} (t = {self.times[i]})")
+        return x
 
 
 def discrete_timesteps(schedule: object, timesteps: Sequence[int] | None, steps: int, spacing: str,
@@ -60,9 +79,9 @@ def check_continuous(schedule: object, prediction: str) -> None:
     param.check_prediction(prediction)
 
 
-def final_denoise(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, t: float, prediction: str,
-             model_kwargs: dict | None) -> torch.Tensor:
+def final_denoise(run: ModelRun, x: torch.Tensor, schedule: ContinuousSchedule, t: float,
+                  prediction: str) -> torch.Tensor:
     """The final Tweedie step: E[x0 | x_t] from one model call, no noise."""
     alpha, sigma = schedule.alpha_sigma(t)
-    out = call_model(model, x, t, False, model_kwargs)
+    out = run(x, t)
     return fused_step([x, out], list(param.x0_coeffs(prediction, alpha, sigma)))

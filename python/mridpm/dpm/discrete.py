@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from mridpm.dpm import parameterization as param
-from mridpm.dpm._common import Callback, Model, call_model, discrete_timesteps, steps_of
+from mridpm.dpm._common import Callback, Model, ModelRun, discrete_timesteps, steps_of
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.ops import fused_step
 from mridpm.random import Generator
@@ -25,20 +25,21 @@ def sample_ddpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
         raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {variance!r}")
     param.check_prediction(prediction)
     ts = discrete_timesteps(schedule, None, steps or getattr(schedule, "num_train_timesteps", 0), spacing, offset)
+    run = ModelRun(model, model_kwargs, discrete=True)
     for i, t in steps_of(ts, progress, "ddpm"):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
         beta = 1.0 - abar / abar_prev
         var = beta if variance == "beta" else beta * (1.0 - abar_prev) / (1.0 - abar)
         std = math.sqrt(var) if t_prev >= 0 else None
-        out = call_model(model, x, t, True, model_kwargs)
+        out = run(x, t)
         x, x0 = fused_step(
             [x, out], [math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar), 0.0], std, generator=generator,
             x0_coeffs=param.x0_coeffs(prediction, math.sqrt(abar), math.sqrt(1.0 - abar)),
             x0_weight=math.sqrt(abar_prev) * beta / (1.0 - abar), clamp=clip, threshold=threshold, return_x0=True)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": x0})
-    return x
+    return run.finish(x)
 
 
 def _ddim_coeffs(prediction: str, abar: float, abar_to: float, eta: float) -> tuple[list[float], float, tuple, float]:
@@ -62,16 +63,17 @@ def sample_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
         raise ValueError(f"eta must be a finite number >= 0, got {eta}")
     param.check_prediction(prediction)
     ts = discrete_timesteps(schedule, timesteps, steps, spacing, offset)
+    run = ModelRun(model, model_kwargs, discrete=True)
     final = 1.0 if final_alpha_one else schedule.alpha_bar(0)
     for i, t in steps_of(ts, progress, "ddim"):
         abar_to = schedule.alpha_bar(ts[i + 1]) if i + 1 < len(ts) else final
         coeffs, std, x0c, x0w = _ddim_coeffs(prediction, schedule.alpha_bar(t), abar_to, eta)
-        out = call_model(model, x, t, True, model_kwargs)
+        out = run(x, t)
         x, x0 = fused_step([x, out], coeffs, std if std > 0 else None, generator=generator, x0_coeffs=x0c,
                            x0_weight=x0w, clamp=clip, threshold=threshold, return_x0=True)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": x0})
-    return x
+    return run.finish(x)
 
 
 def invert_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int = 50,
@@ -86,6 +88,7 @@ def invert_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     ts = discrete_timesteps(schedule, timesteps, steps, spacing, offset)
+    run = ModelRun(model, model_kwargs, discrete=True)
     up = ts[::-1]
     for i, t in steps_of(up, progress, "ddim-inversion"):
         abar_from = schedule.alpha_bar(up[i - 1]) if i > 0 else 1.0
@@ -94,14 +97,14 @@ def invert_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
         a_to, s_to = math.sqrt(abar), math.sqrt(1.0 - abar)
         ea, eb = param.eps_coeffs(prediction, a_to, s_to)
         k = s_to - a_to * s_from / a_from  # x_to = (a_to / a_from) x + k eps
-        out = call_model(model, x, t, True, model_kwargs)
+        out = run(x, t)
         y = fused_step([x, out], [a_to / a_from + k * ea, k * eb])
         for _ in range(iterations - 1):
-            y = fused_step([x, y, call_model(model, y, t, True, model_kwargs)], [a_to / a_from, k * ea, k * eb])
+            y = fused_step([x, y, run(y, t)], [a_to / a_from, k * ea, k * eb])
         x = y
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
-    return x
+    return run.finish(x)
 
 
 def analytic_dpm_gamma(model: Model, x0: torch.Tensor, schedule: DiscreteSchedule, timesteps: Sequence[int], *,
@@ -110,12 +113,14 @@ def analytic_dpm_gamma(model: Model, x0: torch.Tensor, schedule: DiscreteSchedul
     """Monte-Carlo estimate of Gamma_t = E ||eps_model(x_t, t)||^2 / d over data samples x0 at each
     timestep: the statistic Analytic-DPM's optimal variance needs (Bao et al. 2022)."""
     param.check_prediction(prediction)
+    run = ModelRun(model, model_kwargs, discrete=True)
     gamma = {}
     for t in discrete_timesteps(schedule, timesteps, 0, "leading", 0):
         a, s = schedule.alpha_sigma(t)
         x_t = fused_step([x0], [a], s, generator=generator)
-        eps = fused_step([x_t, call_model(model, x_t, t, True, model_kwargs)], list(param.eps_coeffs(prediction, a, s)))
+        eps = fused_step([x_t, run(x_t, t)], list(param.eps_coeffs(prediction, a, s)))
         gamma[t] = float(torch.view_as_real(eps).square().mean() if eps.is_complex() else eps.float().square().mean())
+    run.finish(x0)
     return gamma
 
 
@@ -135,6 +140,7 @@ def sample_analytic_dpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedul
     missing = [t for t in ts if t not in gamma]
     if missing:
         raise ValueError(f"gamma has no estimate for timesteps {missing}; run analytic_dpm_gamma on them")
+    run = ModelRun(model, model_kwargs, discrete=True)
     for i, t in steps_of(ts, progress, "analytic-dpm"):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
@@ -145,10 +151,10 @@ def sample_analytic_dpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedul
         a, s = math.sqrt(abar), math.sqrt(bbar)
         ea, eb = param.eps_coeffs(prediction, a, s)
         direction = math.sqrt(bbar_prev - lam2)
-        out = call_model(model, x, t, True, model_kwargs)
+        out = run(x, t)
         x, x0 = fused_step([x, out], [direction * ea, direction * eb], math.sqrt(var) if t_prev >= 0 else None,
                            generator=generator, x0_coeffs=param.x0_coeffs(prediction, a, s),
                            x0_weight=math.sqrt(abar_prev), clamp=clip, return_x0=True)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": x0})
-    return x
+    return run.finish(x)

@@ -17,7 +17,7 @@ from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import (
     Callback,
     Model,
-    call_model,
+    ModelRun,
     check_continuous,
     discrete_timesteps,
     final_denoise,
@@ -64,10 +64,11 @@ def sample_dpm_solver(model: Model, x: torch.Tensor, schedule: ContinuousSchedul
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     ts = continuous_grid(schedule, steps, t_end, skip)
+    run = ModelRun(model, model_kwargs, discrete=False)
 
     def eps_of(u: torch.Tensor, t: float) -> tuple[torch.Tensor, float, float]:
         """Model output at (u, t) and the (u, output) coefficients of eps."""
-        return call_model(model, u, t, False, model_kwargs), *param.eps_coeffs(prediction, *schedule.alpha_sigma(t))
+        return run(u, t), *param.eps_coeffs(prediction, *schedule.alpha_sigma(t))
 
     for i, s in steps_of(ts[:-1], progress, f"dpm-solver-{order}"):
         t = ts[i + 1]
@@ -104,7 +105,7 @@ def sample_dpm_solver(model: Model, x: torch.Tensor, schedule: ContinuousSchedul
             x = fused_step([x, out, u2, o2], [a_t / a_s + (k - cs) * ea, (k - cs) * eb, -k * ea2, -k * eb2])
         if callback is not None:
             callback({"x": x, "i": i, "t": s})
-    return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+    return run.finish(final_denoise(run, x, schedule, ts[-1], prediction) if denoise else x)
 
 
 def _multistep_weights(order: int, h: float, prev_h: list[float], alpha_t: float) -> list[float]:
@@ -144,6 +145,7 @@ def sample_dpmpp(model: Model, x: torch.Tensor, schedule: DiscreteSchedule | Con
     else:
         check_continuous(schedule, prediction)
         times = list(continuous_grid(schedule, steps, t_end, skip))
+    run = ModelRun(model, model_kwargs, discrete=discrete)
     coef = [schedule.alpha_sigma(t) for t in times]
     lams = [_log_snr(a, s) for a, s in coef]
     n = len(times) - 1
@@ -158,7 +160,7 @@ def sample_dpmpp(model: Model, x: torch.Tensor, schedule: DiscreteSchedule | Con
         if sig_t == 0:
             k = 1
         w = _multistep_weights(k, h, hs, a_t)
-        out = call_model(model, x, t, discrete, model_kwargs)
+        out = run(x, t)
         x, m0 = fused_step([x, out, *history[: k - 1]], [sig_t / sig_s, 0.0, *w[1:]], generator=generator,
                            x0_coeffs=[*param.x0_coeffs(prediction, a_s, sig_s), *([0.0] * (k - 1))], x0_weight=w[0],
                            clamp=clip, threshold=threshold, return_x0=True)
@@ -167,5 +169,5 @@ def sample_dpmpp(model: Model, x: torch.Tensor, schedule: DiscreteSchedule | Con
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": m0})
     if discrete or not denoise:
-        return x
-    return final_denoise(model, x, schedule, times[-1], prediction, model_kwargs)
+        return run.finish(x)
+    return run.finish(final_denoise(run, x, schedule, times[-1], prediction))

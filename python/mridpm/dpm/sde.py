@@ -9,19 +9,19 @@ import numpy as np
 import torch
 
 from mridpm.dpm import parameterization as param
-from mridpm.dpm._common import Callback, Model, call_model, check_continuous, final_denoise, steps_of
+from mridpm.dpm._common import Callback, Model, ModelRun, check_continuous, final_denoise, steps_of
 from mridpm.dpm.ode_solvers import dopri5
 from mridpm.dpm.schedules import ContinuousSchedule, VESchedule, time_grid
 from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
 
 
-def _em_step(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, t: float, dt: float, prediction: str,
-             generator: Generator | None, model_kwargs: dict | None) -> torch.Tensor:
+def _em_step(run: ModelRun, x: torch.Tensor, schedule: ContinuousSchedule, t: float, dt: float, prediction: str,
+             generator: Generator | None) -> torch.Tensor:
     """x_{t-dt} = x - [f x - g^2 score] dt + g sqrt(dt) z: one reverse-SDE Euler-Maruyama step."""
     f, g2 = schedule.sde(t)
     sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
-    out = call_model(model, x, t, False, model_kwargs)
+    out = run(x, t)
     return fused_step([x, out], [1.0 - f * dt + g2 * dt * sa, g2 * dt * sb], math.sqrt(g2 * dt), generator=generator)
 
 
@@ -32,12 +32,13 @@ def sample_euler_maruyama(model: Model, x: torch.Tensor, schedule: ContinuousSch
     """Reverse-time SDE dx = [f x - g^2 score] dt + g dW_bar by Euler-Maruyama, from t = 1 to t_end,
     then (by default) one denoising step at t_end."""
     check_continuous(schedule, prediction)
+    run = ModelRun(model, model_kwargs, discrete=False)
     ts = time_grid(steps, t_end)
     for i, t in steps_of(ts[:-1], progress, "euler-maruyama"):
-        x = _em_step(model, x, schedule, t, t - ts[i + 1], prediction, generator, model_kwargs)
+        x = _em_step(run, x, schedule, t, t - ts[i + 1], prediction, generator)
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
-    return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+    return run.finish(final_denoise(run, x, schedule, ts[-1], prediction) if denoise else x)
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, snr: float, alpha: float,
@@ -48,7 +49,8 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, snr: float, alpha: float
     z = randn(tuple(x.shape), generator=generator, dtype=x.dtype, device=x.device)
     dims = tuple(range(1, x.dim()))
     ratio = torch.linalg.vector_norm(z, dim=dims).mean() / torch.linalg.vector_norm(score, dim=dims).mean()
-    step = (2.0 * alpha) * (snr * ratio) ** 2
+    # a vanishing or non-finite score gives no correction (a bad model output is reported at the end)
+    step = torch.nan_to_num((2.0 * alpha) * (snr * ratio) ** 2, nan=0.0, posinf=0.0)
     return fused_step([x, score, z], [1.0, step, (2.0 * step).sqrt()])
 
 
@@ -61,18 +63,19 @@ def sample_pc(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, st
     check_continuous(schedule, prediction)
     if not snr > 0 or not math.isfinite(snr) or corrector_steps < 0:
         raise ValueError(f"need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
+    run = ModelRun(model, model_kwargs, discrete=False)
     ts = time_grid(steps, t_end)
     for i, t in steps_of(ts[:-1], progress, "predictor-corrector"):
         dt = t - ts[i + 1]
         sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
         alpha = 1.0 + 2.0 * schedule.sde(t)[0] * dt  # 1 - beta(t) dt for VP and sub-VP, 1 for VE
         for _ in range(corrector_steps):
-            score = fused_step([x, call_model(model, x, t, False, model_kwargs)], [sa, sb])
+            score = fused_step([x, run(x, t)], [sa, sb])
             x = langevin_step(x, score, snr, alpha, generator)
-        x = _em_step(model, x, schedule, t, dt, prediction, generator, model_kwargs)
+        x = _em_step(run, x, schedule, t, dt, prediction, generator)
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
-    return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+    return run.finish(final_denoise(run, x, schedule, ts[-1], prediction) if denoise else x)
 
 
 def sample_smld(model: Model, x: torch.Tensor, schedule: VESchedule, *, steps: int = 10,
@@ -90,17 +93,18 @@ def sample_smld(model: Model, x: torch.Tensor, schedule: VESchedule, *, steps: i
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps (noise levels) must be a positive integer, got {steps!r}")
     levels = [float(t) for t in np.linspace(1.0, 0.0, steps)]  # t = 0 is sigma_min
+    run = ModelRun(model, model_kwargs, discrete=False)
     sigma_last = schedule.alpha_sigma(levels[-1])[1]
     for i, t in steps_of(levels, progress, "annealed-langevin"):
         alpha, sigma = schedule.alpha_sigma(t)
         size = step_lr * (sigma / sigma_last) ** 2
         sa, sb = param.score_coeffs(prediction, alpha, sigma)
         for _ in range(steps_each):
-            out = call_model(model, x, t, False, model_kwargs)
+            out = run(x, t)
             x = fused_step([x, out], [1.0 + 0.5 * size * sa, 0.5 * size * sb], math.sqrt(size), generator=generator)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "sigma": sigma})
-    return final_denoise(model, x, schedule, levels[-1], prediction, model_kwargs) if denoise else x
+    return run.finish(final_denoise(run, x, schedule, levels[-1], prediction) if denoise else x)
 
 
 def ode_drift(schedule: ContinuousSchedule, prediction: str, t: float) -> tuple[float, float]:
@@ -119,27 +123,28 @@ def sample_ode(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, s
     check_continuous(schedule, prediction)
     if method not in ("euler", "heun", "rk45"):
         raise ValueError(f"method must be 'euler', 'heun' or 'rk45', got {method!r}")
+    run = ModelRun(model, model_kwargs, discrete=False)
     if method == "rk45":
         def drift(t: float, state: list[torch.Tensor]) -> list[torch.Tensor]:
             a, b = ode_drift(schedule, prediction, t)
-            return [fused_step([state[0], call_model(model, state[0], t, False, model_kwargs)], [a, b])]
+            return [fused_step([state[0], run(state[0], t)], [a, b])]
 
         (x,), nfe = dopri5(drift, [x], 1.0, t_end, rtol=rtol, atol=atol)
         if callback is not None:
             callback({"x": x, "i": 0, "t": t_end, "nfe": nfe})
-        return final_denoise(model, x, schedule, t_end, prediction, model_kwargs) if denoise else x
+        return run.finish(final_denoise(run, x, schedule, t_end, prediction) if denoise else x)
     ts = time_grid(steps, t_end)
     for i, t in steps_of(ts[:-1], progress, f"ode-{method}"):
         dt = t - ts[i + 1]
         a1, b1 = ode_drift(schedule, prediction, t)
-        out = call_model(model, x, t, False, model_kwargs)
+        out = run(x, t)
         euler = fused_step([x, out], [1.0 - dt * a1, -dt * b1])
         if method == "heun":
             a2, b2 = ode_drift(schedule, prediction, ts[i + 1])
-            out2 = call_model(model, euler, ts[i + 1], False, model_kwargs)
+            out2 = run(euler, ts[i + 1])
             euler = fused_step([x, out, euler, out2], [1.0 - 0.5 * dt * a1, -0.5 * dt * b1, -0.5 * dt * a2,
                                                        -0.5 * dt * b2])
         x = euler
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
-    return final_denoise(model, x, schedule, ts[-1], prediction, model_kwargs) if denoise else x
+    return run.finish(final_denoise(run, x, schedule, ts[-1], prediction) if denoise else x)
