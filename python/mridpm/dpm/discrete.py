@@ -28,21 +28,26 @@ def sample_ddpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
     run = ModelRun(model, model_kwargs, discrete=True)
     for i, t in steps_of(ts, progress, "ddpm"):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        abar, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-        beta = 1.0 - abar / abar_prev
-        var = beta if variance == "beta" else beta * (1.0 - abar_prev) / (1.0 - abar)
-        std = math.sqrt(var) if t_prev >= 0 else None
+        c_xt, x0w, var = ddpm_coeffs(schedule.alpha_bar(t), schedule.alpha_bar(t_prev), variance)
+        abar = schedule.alpha_bar(t)
         out = run(x, t)
-        x, x0 = fused_step(
-            [x, out], [math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar), 0.0], std, generator=generator,
-            x0_coeffs=param.x0_coeffs(prediction, math.sqrt(abar), math.sqrt(1.0 - abar)),
-            x0_weight=math.sqrt(abar_prev) * beta / (1.0 - abar), clamp=clip, threshold=threshold, return_x0=True)
+        x, x0 = fused_step([x, out], [c_xt, 0.0], math.sqrt(var) if t_prev >= 0 else None, generator=generator,
+                           x0_coeffs=param.x0_coeffs(prediction, math.sqrt(abar), math.sqrt(1.0 - abar)),
+                           x0_weight=x0w, clamp=clip, threshold=threshold, return_x0=True)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": x0})
     return run.finish(x)
 
 
-def _ddim_coeffs(prediction: str, abar: float, abar_to: float, eta: float) -> tuple[list[float], float, tuple, float]:
+def ddpm_coeffs(abar: float, abar_prev: float, variance: str) -> tuple[float, float, float]:
+    """DDPM's posterior q(x_prev | x_t, x0): the x_t and x0 weights of its mean and the variance
+    ("beta_tilde" posterior or "beta"), with beta_t = 1 - abar_t / abar_prev for skipped steps."""
+    beta = 1.0 - abar / abar_prev
+    var = beta if variance == "beta" else beta * (1.0 - abar_prev) / (1.0 - abar)
+    return math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar), math.sqrt(abar_prev) * beta / (1.0 - abar), var
+
+
+def ddim_coeffs(prediction: str, abar: float, abar_to: float, eta: float) -> tuple[list[float], float, tuple, float]:
     """[x, out] coefficients of the direction term, the noise std, the x0 coefficients and weight."""
     a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
     std = eta * math.sqrt((1.0 - abar_to) / (1.0 - abar) * (1.0 - abar / abar_to)) if abar_to > abar else 0.0
@@ -67,7 +72,7 @@ def sample_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
     final = 1.0 if final_alpha_one else schedule.alpha_bar(0)
     for i, t in steps_of(ts, progress, "ddim"):
         abar_to = schedule.alpha_bar(ts[i + 1]) if i + 1 < len(ts) else final
-        coeffs, std, x0c, x0w = _ddim_coeffs(prediction, schedule.alpha_bar(t), abar_to, eta)
+        coeffs, std, x0c, x0w = ddim_coeffs(prediction, schedule.alpha_bar(t), abar_to, eta)
         out = run(x, t)
         x, x0 = fused_step([x, out], coeffs, std if std > 0 else None, generator=generator, x0_coeffs=x0c,
                            x0_weight=x0w, clamp=clip, threshold=threshold, return_x0=True)

@@ -1,0 +1,11 @@
+"""Drop-in schedulers for diffusers and MONAI pipelines: change one import line."""
+
+from mridpm.compat.schedulers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    MonaiDDIMScheduler,
+    MonaiDDPMScheduler,
+    SchedulerOutput,
+)
+
+__all__ = ["DDIMScheduler", "DDPMScheduler", "MonaiDDIMScheduler", "MonaiDDPMScheduler", "SchedulerOutput"]

@@ -1,0 +1,272 @@
+"""Drop-in DDPM and DDIM schedulers with the diffusers and MONAI interfaces.
+
+`step` runs one fused kernel. It returns SchedulerOutput(prev_sample, pred_original_sample),
+a NamedTuple that serves diffusers callers (`.prev_sample`, `[0]`) and MONAI callers
+(`prev, x0 = scheduler.step(...)`). Noise: a torch.Generator (or None) draws torch.randn as
+diffusers and MONAI do, so the same seed gives the same images; a mridpm.Generator makes
+the noise inside the kernel instead. Schedules stay in float64.
+
+Deliberate differences: the previous timestep always comes from the timestep list (diffusers'
+DDIM computes t - T // n, and MONAI's DDPM uses abar[t - 1], which are wrong when steps are
+skipped with other spacings), so outputs match theirs wherever theirs are right.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from mridpm.dpm import parameterization as param
+from mridpm.dpm._common import discrete_timesteps
+from mridpm.dpm.discrete import ddim_coeffs, ddpm_coeffs
+from mridpm.dpm.schedules import DiscreteSchedule, make_betas
+from mridpm.ops import fused_step
+from mridpm.random import Generator
+
+_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+_BETAS = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine", "sigmoid": "sigmoid"}
+
+
+class SchedulerOutput(NamedTuple):
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor
+
+
+class Config(dict):
+    """A read-only-by-convention dict with attribute access, like diffusers' FrozenDict."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _DiscreteScheduler:
+    """Shared state: the float64 schedule, the timestep list and the step counter."""
+
+    order = 1
+    init_noise_sigma = 1.0
+
+    def __init__(self, *, schedule: DiscreteSchedule, prediction_type: str, clip: tuple[float, float] | None,
+                 threshold: tuple[float, float] | None, spacing: str, steps_offset: int, config: dict) -> None:
+        if prediction_type not in _PREDICTIONS:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {sorted(_PREDICTIONS)}")
+        self.schedule = schedule
+        self.prediction = _PREDICTIONS[prediction_type]
+        self.clip, self.threshold = clip, threshold
+        self.spacing, self.steps_offset = spacing, steps_offset
+        self.config = Config(config)
+        self.alphas_cumprod = schedule.alphas_cumprod
+        self.num_inference_steps: int | None = None
+        self._list = list(range(schedule.num_train_timesteps - 1, -1, -1))
+        self.timesteps = torch.tensor(self._list, dtype=torch.long)
+        self._step_index: int | None = None
+        self._device_abar: dict[torch.device, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, config: dict | None = None, **kwargs: Any) -> _DiscreteScheduler:
+        """An instance from a diffusers-style config (unknown keys such as _class_name are ignored)."""
+        merged = {**(config or {}), **kwargs}
+        names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        return cls(**{k: v for k, v in merged.items() if k in names})
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      timesteps: list[int] | None = None) -> None:
+        """Chooses the sampling timesteps: num_inference_steps spaced by timestep_spacing, or a custom list."""
+        ts = discrete_timesteps(self.schedule, timesteps, num_inference_steps, self.spacing, self.steps_offset)
+        self._list = ts
+        self.num_inference_steps = len(ts)
+        self.timesteps = torch.tensor(ts, dtype=torch.long, device=device)
+        self._step_index = None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
+        return sample
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """sqrt(abar_t) x0 + sqrt(1 - abar_t) noise with one timestep per sample, on the device."""
+        device = original_samples.device
+        if device not in self._device_abar:
+            self._device_abar[device] = self.alphas_cumprod.to(device)
+        abar = self._device_abar[device][torch.as_tensor(timesteps, device=device).long()]
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        a = abar.sqrt().to(original_samples.real.dtype).reshape(shape)
+        s = (1 - abar).sqrt().to(original_samples.real.dtype).reshape(shape)
+        return a * original_samples + s * noise
+
+    def _index(self, timestep: Any) -> int:
+        """Index of timestep in the list: looked up on the first step (one read), then counted."""
+        if self._step_index is None or self._step_index >= len(self._list):
+            t = int(timestep)
+            if t not in self._list:
+                raise ValueError(f"timestep {t} is not among the scheduler's timesteps; call set_timesteps first")
+            self._step_index = self._list.index(t)
+        index = self._step_index
+        self._step_index += 1
+        return index
+
+    @staticmethod
+    def _noise(sample: torch.Tensor, generator: Any, variance_noise: torch.Tensor | None) -> torch.Tensor | None:
+        """Explicit noise as diffusers draws it, or None when a mridpm.Generator makes it in the kernel."""
+        if variance_noise is not None:
+            return variance_noise.to(sample.device, sample.dtype)
+        if isinstance(generator, Generator):
+            return None
+        device = generator.device if isinstance(generator, torch.Generator) else sample.device
+        return torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=device).to(sample.device)
+
+    def _fused(self, sample: torch.Tensor, model_output: torch.Tensor, coeffs: list[float], std: float,
+               x0_coeffs: tuple[float, float], x0_weight: float, generator: Any,
+               variance_noise: torch.Tensor | None) -> SchedulerOutput:
+        inputs, x0c = [sample, model_output.to(sample.dtype)], list(x0_coeffs)
+        noise_scale = None
+        if std > 0:
+            noise = self._noise(sample, generator, variance_noise)
+            if noise is None:
+                noise_scale = std
+            else:
+                inputs.append(noise)
+                coeffs, x0c = [*coeffs, std], [*x0c, 0.0]
+        prev, x0 = fused_step(inputs, coeffs, noise_scale, generator=generator if noise_scale else None,
+                              x0_coeffs=x0c, x0_weight=x0_weight, clamp=self.clip, threshold=self.threshold,
+                              return_x0=True)
+        return SchedulerOutput(prev, x0)
+
+
+def _schedule(num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str,
+              trained_betas: Any) -> DiscreteSchedule:
+    if trained_betas is not None:
+        return DiscreteSchedule(torch.as_tensor(trained_betas, dtype=torch.float64))
+    if beta_schedule not in _BETAS:
+        raise ValueError(f"unknown beta_schedule {beta_schedule!r}; choose one of {sorted(_BETAS)}")
+    return DiscreteSchedule(make_betas(_BETAS[beta_schedule], num_train_timesteps, beta_start, beta_end))
+
+
+def _limits(clip_sample: bool, clip_range: tuple[float, float], thresholding: bool, ratio: float,
+            max_value: float) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    if thresholding:
+        return None, (ratio, max_value)
+    return (clip_range if clip_sample else None), None
+
+
+class DDPMScheduler(_DiscreteScheduler):
+    """diffusers' DDPMScheduler interface (variance_type fixed_small or fixed_large)."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", trained_betas: Any = None, variance_type: str = "fixed_small",
+                 clip_sample: bool = True, prediction_type: str = "epsilon", thresholding: bool = False,
+                 dynamic_thresholding_ratio: float = 0.995, clip_sample_range: float = 1.0,
+                 sample_max_value: float = 1.0, timestep_spacing: str = "leading", steps_offset: int = 0) -> None:
+        if variance_type not in ("fixed_small", "fixed_large"):
+            raise ValueError(f"variance_type {variance_type!r} is not supported; use 'fixed_small' or 'fixed_large'")
+        clip, threshold = _limits(clip_sample, (-clip_sample_range, clip_sample_range), thresholding,
+                                  dynamic_thresholding_ratio, sample_max_value)
+        config = {k: v for k, v in locals().items() if k in inspect.signature(DDPMScheduler.__init__).parameters
+                  and k != "self"}
+        super().__init__(schedule=_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas),
+                         prediction_type=prediction_type, clip=clip, threshold=threshold, spacing=timestep_spacing,
+                         steps_offset=steps_offset, config=config)
+        self.variance = "beta_tilde" if variance_type == "fixed_small" else "beta"
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
+             generator: torch.Generator | Generator | None = None, return_dict: bool = True) -> SchedulerOutput:
+        """One ancestral step from timestep to the previous one in the list; noise only while t > 0."""
+        i = self._index(timestep)
+        t = self._list[i]
+        t_prev = self._list[i + 1] if i + 1 < len(self._list) else -1
+        abar, abar_prev = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_prev)
+        c_xt, x0w, var = ddpm_coeffs(abar, abar_prev, self.variance)
+        std = math.sqrt(max(var, 1e-20)) if t > 0 else 0.0
+        x0c = param.x0_coeffs(self.prediction, math.sqrt(abar), math.sqrt(1.0 - abar))
+        return self._fused(sample, model_output, [c_xt, 0.0], std, x0c, x0w, generator, None)
+
+
+class DDIMScheduler(_DiscreteScheduler):
+    """diffusers' DDIMScheduler interface."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", trained_betas: Any = None, clip_sample: bool = True,
+                 set_alpha_to_one: bool = True, steps_offset: int = 0, prediction_type: str = "epsilon",
+                 thresholding: bool = False, dynamic_thresholding_ratio: float = 0.995,
+                 clip_sample_range: float = 1.0, sample_max_value: float = 1.0,
+                 timestep_spacing: str = "leading", rescale_betas_zero_snr: bool = False) -> None:
+        if rescale_betas_zero_snr:
+            raise ValueError("rescale_betas_zero_snr is not supported")
+        clip, threshold = _limits(clip_sample, (-clip_sample_range, clip_sample_range), thresholding,
+                                  dynamic_thresholding_ratio, sample_max_value)
+        config = {k: v for k, v in locals().items() if k in inspect.signature(DDIMScheduler.__init__).parameters
+                  and k != "self"}
+        super().__init__(schedule=_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas),
+                         prediction_type=prediction_type, clip=clip, threshold=threshold, spacing=timestep_spacing,
+                         steps_offset=steps_offset, config=config)
+        self.final_alpha_cumprod = 1.0 if set_alpha_to_one else self.schedule.alpha_bar(0)
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, eta: float = 0.0,
+             use_clipped_model_output: bool = False, generator: torch.Generator | Generator | None = None,
+             variance_noise: torch.Tensor | None = None, return_dict: bool = True) -> SchedulerOutput:
+        """One DDIM step from timestep to the previous one in the list."""
+        if not math.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+        i = self._index(timestep)
+        t = self._list[i]
+        abar = self.schedule.alpha_bar(t)
+        abar_prev = self.schedule.alpha_bar(self._list[i + 1]) if i + 1 < len(self._list) else self.final_alpha_cumprod
+        coeffs, std, x0c, x0w = ddim_coeffs(self.prediction, abar, abar_prev, eta)
+        if use_clipped_model_output:  # eps re-derived from the clipped x0, as in GLIDE
+            direction = math.sqrt(max(1.0 - abar_prev - std * std, 0.0))
+            s = math.sqrt(1.0 - abar)
+            coeffs, x0w = [direction / s, 0.0], x0w - direction * math.sqrt(abar) / s
+        return self._fused(sample, model_output, coeffs, std, x0c, x0w, generator, variance_noise)
+
+
+_MONAI_BETAS = {"linear_beta": "linear", "scaled_linear_beta": "scaled_linear", "sigmoid_beta": "sigmoid"}
+_MONAI_PREDICTIONS = {"epsilon": "epsilon", "sample": "sample", "v_prediction": "v_prediction"}
+
+
+def _monai_schedule(schedule: str, num_train_timesteps: int, schedule_args: dict) -> dict:
+    if schedule not in _MONAI_BETAS:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(_MONAI_BETAS)}")
+    name = {"linear": "linear", "scaled_linear": "scaled_linear", "sigmoid": "sigmoid"}[_MONAI_BETAS[schedule]]
+    return {"beta_schedule": name, "beta_start": schedule_args.get("beta_start", 1e-4),
+            "beta_end": schedule_args.get("beta_end", 2e-2), "num_train_timesteps": num_train_timesteps}
+
+
+class MonaiDDPMScheduler(DDPMScheduler):
+    """MONAI's DDPMScheduler interface (monai.networks.schedulers)."""
+
+    def __init__(self, num_train_timesteps: int = 1000, schedule: str = "linear_beta",
+                 variance_type: str = "fixed_small", clip_sample: bool = True, prediction_type: str = "epsilon",
+                 clip_sample_min: float = -1.0, clip_sample_max: float = 1.0, **schedule_args: float) -> None:
+        super().__init__(variance_type=variance_type, clip_sample=False, prediction_type=prediction_type,
+                         **_monai_schedule(schedule, num_train_timesteps, schedule_args))
+        self.clip = (clip_sample_min, clip_sample_max) if clip_sample else None
+
+
+class MonaiDDIMScheduler(DDIMScheduler):
+    """MONAI's DDIMScheduler interface (monai.networks.schedulers)."""
+
+    def __init__(self, num_train_timesteps: int = 1000, schedule: str = "linear_beta", clip_sample: bool = True,
+                 set_alpha_to_one: bool = True, steps_offset: int = 0, prediction_type: str = "epsilon",
+                 clip_sample_min: float = -1.0, clip_sample_max: float = 1.0, **schedule_args: float) -> None:
+        super().__init__(clip_sample=False, set_alpha_to_one=set_alpha_to_one, steps_offset=steps_offset,
+                         prediction_type=prediction_type, **_monai_schedule(schedule, num_train_timesteps,
+                                                                            schedule_args))
+        self.clip = (clip_sample_min, clip_sample_max) if clip_sample else None
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      timesteps: list[int] | None = None) -> None:
+        """MONAI's spacing: linspace(T - 1 - steps_offset, 0, n), rounded, plus steps_offset."""
+        if timesteps is None and num_inference_steps is not None:
+            T, off = self.schedule.num_train_timesteps, self.steps_offset
+            if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
+                raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {num_inference_steps!r}")
+            ramp = torch.linspace(T - 1 - off, 0, num_inference_steps, dtype=torch.float32).round().long() + off
+            timesteps = ramp.tolist()
+        super().set_timesteps(num_inference_steps, device, timesteps)
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, eta: float = 0.0,
+             generator: torch.Generator | Generator | None = None) -> SchedulerOutput:
+        return super().step(model_output, timestep, sample, eta=eta, generator=generator)
