@@ -86,8 +86,11 @@ void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t 
   }
   const float w = p[2 * K], lo = p[2 * K + 1], hi = p[2 * K + 2], m = p[2 * K + 3], s = p[2 * K + 4];
   if (has_x0) {
-    if (a.flags & kClamp)
-      for (std::int64_t j = 0; j < n; ++j) x0[j] = std::min(std::max(x0[j], lo), hi);
+    if (a.flags & kClamp)  // selects, not std::min/max branches: vectorized, and NaN stays NaN
+      for (std::int64_t j = 0; j < n; ++j) {
+        const float v = x0[j] < lo ? lo : x0[j];
+        x0[j] = v > hi ? hi : v;
+      }
     for (std::int64_t j = 0; j < n; ++j) {
       x0[j] = m * x0[j];
       acc[j] = acc[j] + w * x0[j];

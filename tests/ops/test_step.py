@@ -178,3 +178,12 @@ def test_every_cpu_instruction_set_variant(isa):
     res = subprocess.run([sys.executable, "-c", CHECK_ISA], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert "isa ok" in res.stdout
+
+
+def test_clamp_keeps_nan_and_inf_as_torch_does(kernel):
+    backend, device = kernel
+    x = torch.tensor([[float("nan"), float("inf"), -float("inf"), 0.5, 3.0]] * 2, device=device)
+    out, x0 = fused_step([x], [0.0], x0_coeffs=[1.0], x0_weight=1.0, clamp=(-1.0, 1.0), return_x0=True,
+                         backend=backend)
+    torch.testing.assert_close(x0.cpu(), torch.clamp(x.cpu(), -1.0, 1.0), equal_nan=True)
+    torch.testing.assert_close(out.cpu(), 0.0 * x.cpu() + torch.clamp(x.cpu(), -1.0, 1.0), equal_nan=True)
