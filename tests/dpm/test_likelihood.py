@@ -13,14 +13,6 @@ from mridpm.nets.analytic import gaussian_score
 D = 16
 
 
-@pytest.fixture(scope="module")
-def target():
-    g = torch.Generator().manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64, generator=g))
-    cov = q @ torch.diag(torch.linspace(0.1, 2.0, D, dtype=torch.float64)) @ q.T
-    return torch.randn(D, dtype=torch.float64, generator=g), cov
-
-
 def test_dopri5_solves_known_odes_both_ways():
     y0 = [torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)]
 

@@ -27,14 +27,6 @@ D, N = 16, 20_000
 LINEAR = DiscreteSchedule.from_name("linear")
 
 
-@pytest.fixture(scope="module")
-def target():
-    g = torch.Generator().manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64, generator=g))
-    cov = q @ torch.diag(torch.linspace(0.1, 2.0, D, dtype=torch.float64)) @ q.T
-    return torch.randn(D, dtype=torch.float64, generator=g), cov
-
-
 def _prior(schedule, seed=1):
     g = mridpm.Generator(seed)
     return mridpm.randn((N, D), generator=g) * getattr(schedule, "prior_std", 1.0), g

@@ -51,18 +51,24 @@ class _DiscreteScheduler:
     order = 1
     init_noise_sigma = 1.0
 
-    def __init__(self, *, schedule: DiscreteSchedule, prediction_type: str, clip: tuple[float, float] | None,
-                 threshold: tuple[float, float] | None, spacing: str, steps_offset: int, config: dict) -> None:
+    def __init__(self, **config: Any) -> None:
+        """Shared by the diffusers-style subclasses: config holds their constructor's arguments."""
+        prediction_type = config["prediction_type"]
         if prediction_type not in _PREDICTIONS:
             raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {sorted(_PREDICTIONS)}")
-        self.schedule = schedule
-        self.prediction = _PREDICTIONS[prediction_type]
-        self.clip, self.threshold = clip, threshold
-        self.spacing, self.steps_offset = spacing, steps_offset
         self.config = Config(config)
-        self.alphas_cumprod = schedule.alphas_cumprod
+        self.schedule = _schedule(config["num_train_timesteps"], config["beta_start"], config["beta_end"],
+                                  config["beta_schedule"], config["trained_betas"])
+        self.prediction = _PREDICTIONS[prediction_type]
+        self.clip, self.threshold = None, None
+        if config["thresholding"]:
+            self.threshold = (config["dynamic_thresholding_ratio"], config["sample_max_value"])
+        elif config["clip_sample"]:
+            self.clip = (-config["clip_sample_range"], config["clip_sample_range"])
+        self.spacing, self.steps_offset = config["timestep_spacing"], config["steps_offset"]
+        self.alphas_cumprod = self.schedule.alphas_cumprod
         self.num_inference_steps: int | None = None
-        self._list = list(range(schedule.num_train_timesteps - 1, -1, -1))
+        self._list = list(range(self.schedule.num_train_timesteps - 1, -1, -1))
         self.timesteps = torch.tensor(self._list, dtype=torch.long)
         self._step_index: int | None = None
         self._device_abar: dict[torch.device, torch.Tensor] = {}
@@ -145,11 +151,9 @@ def _schedule(num_train_timesteps: int, beta_start: float, beta_end: float, beta
     return DiscreteSchedule(make_betas(_BETAS[beta_schedule], num_train_timesteps, beta_start, beta_end))
 
 
-def _limits(clip_sample: bool, clip_range: tuple[float, float], thresholding: bool, ratio: float,
-            max_value: float) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    if thresholding:
-        return None, (ratio, max_value)
-    return (clip_range if clip_sample else None), None
+def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments from its locals(), for the config."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
 
 
 class DDPMScheduler(_DiscreteScheduler):
@@ -162,13 +166,7 @@ class DDPMScheduler(_DiscreteScheduler):
                  sample_max_value: float = 1.0, timestep_spacing: str = "leading", steps_offset: int = 0) -> None:
         if variance_type not in ("fixed_small", "fixed_large"):
             raise ValueError(f"variance_type {variance_type!r} is not supported; use 'fixed_small' or 'fixed_large'")
-        clip, threshold = _limits(clip_sample, (-clip_sample_range, clip_sample_range), thresholding,
-                                  dynamic_thresholding_ratio, sample_max_value)
-        config = {k: v for k, v in locals().items() if k in inspect.signature(DDPMScheduler.__init__).parameters
-                  and k != "self"}
-        super().__init__(schedule=_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas),
-                         prediction_type=prediction_type, clip=clip, threshold=threshold, spacing=timestep_spacing,
-                         steps_offset=steps_offset, config=config)
+        super().__init__(**_arguments(locals()))
         self.variance = "beta_tilde" if variance_type == "fixed_small" else "beta"
 
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
@@ -195,13 +193,7 @@ class DDIMScheduler(_DiscreteScheduler):
                  timestep_spacing: str = "leading", rescale_betas_zero_snr: bool = False) -> None:
         if rescale_betas_zero_snr:
             raise ValueError("rescale_betas_zero_snr is not supported")
-        clip, threshold = _limits(clip_sample, (-clip_sample_range, clip_sample_range), thresholding,
-                                  dynamic_thresholding_ratio, sample_max_value)
-        config = {k: v for k, v in locals().items() if k in inspect.signature(DDIMScheduler.__init__).parameters
-                  and k != "self"}
-        super().__init__(schedule=_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas),
-                         prediction_type=prediction_type, clip=clip, threshold=threshold, spacing=timestep_spacing,
-                         steps_offset=steps_offset, config=config)
+        super().__init__(**_arguments(locals()))
         self.final_alpha_cumprod = 1.0 if set_alpha_to_one else self.schedule.alpha_bar(0)
 
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, eta: float = 0.0,
