@@ -42,9 +42,11 @@ def same_layout(name: str, tensors: Sequence[torch.Tensor], dtypes: Sequence[tor
 
 def per_sample(name: str, value: object, batch: int) -> float | torch.Tensor:
     """A finite scalar (as a float) or per-sample value (as a float64 CPU tensor of shape (batch,))."""
+    if type(value) is float and math.isfinite(value):  # the common case first: samplers pass floats
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number or tensor, got bool")
-    if isinstance(value, numbers.Real):  # the common case, kept free of tensor ops
+    if isinstance(value, numbers.Real):  # kept free of tensor ops
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value}")
         return float(value)

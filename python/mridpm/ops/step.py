@@ -30,6 +30,8 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     """A (batch, inner) real view with unit inner stride; complex values count as float pairs."""
     if t.is_complex():
         t = torch.view_as_real(t)
+    if t.numel() > 0 and t.is_contiguous():  # the common case, without reshape's checks
+        return t.view(t.shape[0], -1)
     rows = t.reshape(t.shape[0], math.prod(t.shape[1:]))
     if rows.shape[1] > 1 and rows.stride(1) != 1:
         rows = rows.contiguous()
@@ -139,7 +141,8 @@ def _bounds(clamp: object, batch: int) -> tuple[float | torch.Tensor, float | to
         raise TypeError(f"clamp must be a pair (low, high), got {clamp!r}")
     lo = _checks.per_sample("clamp[0]", clamp[0], batch)
     hi = _checks.per_sample("clamp[1]", clamp[1], batch)
-    if bool(torch.any(torch.as_tensor(lo) > torch.as_tensor(hi))):
+    bad = lo > hi if isinstance(lo, float) and isinstance(hi, float) else bool(torch.any(torch.as_tensor(lo) > hi))
+    if bad:
         raise ValueError(f"clamp needs low <= high, got {lo} > {hi}")
     return lo, hi
 
