@@ -108,7 +108,8 @@ template <int DT>
 void step_all(const StepArgs& a) {
   const std::int64_t tiles_per_row = (a.inner + kTile - 1) / kTile;
   const std::int64_t tiles = a.batch * tiles_per_row;
-  const bool parallel = a.nthreads > 1 && a.batch * a.inner >= 64 * kTile;  // below, fork/join costs more
+  // below these sizes a fork/join costs more than it saves (noise is ~20x the work of a combination)
+  const bool parallel = a.nthreads > 1 && a.batch * a.inner >= ((a.flags & kNoise) ? 8 : 64) * kTile;
 #pragma omp parallel for num_threads(a.nthreads) schedule(static) if (parallel)
   for (std::int64_t t = 0; t < tiles; ++t) {
     const std::int64_t b = t / tiles_per_row, i0 = (t % tiles_per_row) * kTile;
