@@ -16,11 +16,14 @@ def _float64(theirs, ours):
     """The peer with our float64 schedule in place of its float32 one, so the two differ only in how
     they round the data. (A float32 cumprod is off by about 1e-7 * t relative; in 1 - abar near t = 0
     that is up to 1e-3: see PITFALLS. test_betas_match_the_peers checks the schedules themselves.)"""
-    betas = ours.schedule.betas
-    theirs.betas, theirs.alphas, theirs.alphas_cumprod = betas, 1 - betas, ours.schedule.alphas_cumprod
+    betas, abar = ours.schedule.betas, ours.schedule.alphas_cumprod
+    theirs.betas, theirs.alphas, theirs.alphas_cumprod = betas, 1 - betas, abar
     theirs.one = torch.tensor(1.0, dtype=torch.float64)
     if hasattr(theirs, "final_alpha_cumprod"):
         theirs.final_alpha_cumprod = torch.tensor(ours.final_alpha_cumprod, dtype=torch.float64)
+    if hasattr(theirs, "lambda_t"):  # DPM-Solver keeps alpha_t, sigma_t and log-SNR tables too
+        theirs.alpha_t, theirs.sigma_t = abar.sqrt(), (1 - abar).sqrt()
+        theirs.lambda_t = theirs.alpha_t.log() - theirs.sigma_t.log()
     return theirs
 
 
@@ -39,12 +42,14 @@ def _compare_steps(ours, theirs, steps, step_kwargs=None, skip=lambda i, ts: Fal
         b = theirs.step(out, t, x, generator=torch.Generator().manual_seed(i), **(step_kwargs or {}))
         if skip(i, ts):
             continue
-        prev_b, x0_b = (b[0], b[1]) if isinstance(b, tuple) else (b.prev_sample, b.pred_original_sample)
+        prev_b = b[0] if isinstance(b, tuple) else b.prev_sample
+        x0_b = b[1] if isinstance(b, tuple) else getattr(b, "pred_original_sample", None)
         # float32 x0 = (x - sqrt(1 - abar) eps) / sqrt(abar) loses digits as 1 / sqrt(abar) grows:
         # the peers compute in float32, we in float64, so allow their rounding, amplified
         atol = 1e-5 * max(1.0, ours.schedule.alpha_bar(int(t)) ** -0.5)
         torch.testing.assert_close(a.prev_sample, prev_b, rtol=1e-5, atol=atol)
-        torch.testing.assert_close(a.pred_original_sample, x0_b, rtol=1e-5, atol=atol)
+        if x0_b is not None:
+            torch.testing.assert_close(a.pred_original_sample, x0_b, rtol=1e-5, atol=atol)
         compared += 1
     assert compared > 0
 
@@ -85,6 +90,23 @@ def test_betas_match_the_peers(name):
     theirs = diffusers.DDPMScheduler(beta_schedule=name, beta_start=0.00085, beta_end=0.012)
     torch.testing.assert_close(ours.schedule.betas.float(), theirs.betas, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(ours.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=2e-4, atol=0)
+
+
+DPM_CONFIGS = [
+    ({}, 20),
+    ({"solver_order": 3}, 25),
+    ({"solver_order": 3}, 10),
+    ({"solver_order": 1, "timestep_spacing": "leading"}, 20),
+    ({"prediction_type": "v_prediction", "thresholding": True, "sample_max_value": 2.0}, 12),
+    ({"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": False}, 20),
+    ({"prediction_type": "sample", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, 30),
+]
+
+
+@pytest.mark.parametrize(("config", "steps"), DPM_CONFIGS, ids=[str(i) for i in range(len(DPM_CONFIGS))])
+def test_dpm_solver_multistep_matches_diffusers(config, steps):
+    _compare_steps(compat.DPMSolverMultistepScheduler(**config), diffusers.DPMSolverMultistepScheduler(**config),
+                   steps)
 
 
 def test_ddim_with_other_spacings_follows_the_timestep_list():
@@ -149,18 +171,26 @@ def test_mridpm_generator_makes_the_noise_in_the_kernel():
     assert not torch.equal(a, c)
 
 
-def test_diffusers_pipeline_runs_with_our_scheduler():
+@pytest.mark.parametrize(("ours", "theirs", "pipeline", "kwargs"), [
+    (compat.DDIMScheduler, diffusers.DDIMScheduler, diffusers.DDIMPipeline, {"eta": 0.0}),
+    (compat.DDPMScheduler, diffusers.DDPMScheduler, diffusers.DDPMPipeline, {}),
+    (compat.DPMSolverMultistepScheduler, diffusers.DPMSolverMultistepScheduler, diffusers.DDPMPipeline, {}),
+], ids=["ddim", "ddpm", "dpm-solver++"])
+def test_diffusers_pipeline_runs_with_our_scheduler(ours, theirs, pipeline, kwargs):
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
                                  block_out_channels=(8, 16), norm_num_groups=4,
                                  down_block_types=("DownBlock2D", "DownBlock2D"),
                                  up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    mine = ours()
     images = {}
-    for name, scheduler in (("ours", compat.DDIMScheduler()), ("theirs", diffusers.DDIMScheduler())):
-        pipe = diffusers.DDIMPipeline(unet=unet, scheduler=scheduler)
+    for name, scheduler in (("ours", mine), ("theirs", _float64(theirs(), mine))):
+        pipe = pipeline(unet=unet, scheduler=theirs())
+        pipe.scheduler = scheduler  # DDIMPipeline converts what it is given; assign to really swap
+        assert pipe.scheduler is scheduler
         pipe.set_progress_bar_config(disable=True)
-        images[name] = pipe(batch_size=2, num_inference_steps=10, eta=0.0, output_type="np",
-                            generator=torch.Generator().manual_seed(1)).images
+        images[name] = pipe(batch_size=2, num_inference_steps=10, output_type="np",
+                            generator=torch.Generator().manual_seed(1), **kwargs).images
     assert abs(images["ours"] - images["theirs"]).max() < 1e-4
 
 
@@ -187,6 +217,9 @@ BAD = [
     (ValueError, "schedule", lambda: compat.MonaiDDPMScheduler(schedule="cosine_beta")),
     (ValueError, "training steps", lambda: compat.DDIMScheduler().set_timesteps(2000)),
     (ValueError, "rescale_betas_zero_snr", lambda: compat.DDIMScheduler(rescale_betas_zero_snr=True)),
+    (ValueError, "dpmsolver", lambda: compat.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")),
+    (ValueError, "solver_order", lambda: compat.DPMSolverMultistepScheduler(solver_order=4)),
+    (ValueError, "final_sigmas_type", lambda: compat.DPMSolverMultistepScheduler(final_sigmas_type="one")),
 ]
 
 

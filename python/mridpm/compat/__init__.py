@@ -3,9 +3,17 @@
 from mridpm.compat.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
     MonaiDDIMScheduler,
     MonaiDDPMScheduler,
     SchedulerOutput,
 )
 
-__all__ = ["DDIMScheduler", "DDPMScheduler", "MonaiDDIMScheduler", "MonaiDDPMScheduler", "SchedulerOutput"]
+__all__ = [
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
+    "MonaiDDIMScheduler",
+    "MonaiDDPMScheduler",
+    "SchedulerOutput",
+]

@@ -17,11 +17,13 @@ import inspect
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import discrete_timesteps
 from mridpm.dpm.discrete import ddim_coeffs, ddpm_coeffs
+from mridpm.dpm.dpm_solver import multistep_order, multistep_update
 from mridpm.dpm.schedules import DiscreteSchedule, make_betas
 from mridpm.ops import fused_step
 from mridpm.random import Generator
@@ -212,6 +214,68 @@ class DDIMScheduler(_DiscreteScheduler):
             s = math.sqrt(1.0 - abar)
             coeffs, x0w = [direction / s, 0.0], x0w - direction * math.sqrt(abar) / s
         return self._fused(sample, model_output, coeffs, std, x0c, x0w, generator, variance_noise)
+
+
+class DPMSolverMultistepScheduler(_DiscreteScheduler):
+    """diffusers' DPMSolverMultistepScheduler interface: DPM-Solver++ (2M or 3M, midpoint), its
+    timestep spacings, lower_order_final and final_sigmas_type "zero" or "sigma_min"."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", trained_betas: Any = None, solver_order: int = 2,
+                 prediction_type: str = "epsilon", thresholding: bool = False,
+                 dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
+                 algorithm_type: str = "dpmsolver++", solver_type: str = "midpoint", lower_order_final: bool = True,
+                 final_sigmas_type: str = "zero", timestep_spacing: str = "linspace", steps_offset: int = 0,
+                 clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
+        if algorithm_type != "dpmsolver++" or solver_type != "midpoint":
+            raise ValueError(f"only algorithm_type 'dpmsolver++' with solver_type 'midpoint' is supported, got "
+                             f"{algorithm_type!r}, {solver_type!r}")
+        if solver_order not in (1, 2, 3):
+            raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order!r}")
+        if final_sigmas_type not in ("zero", "sigma_min"):
+            raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
+        super().__init__(**_arguments(locals()))
+        self._history: list[torch.Tensor] = []
+        self._hs: list[float] = []
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      timesteps: list[int] | None = None) -> None:
+        """num_inference_steps spaced as diffusers' DPM-Solver spaces them (n + 1 points, the last dropped)."""
+        if timesteps is None:
+            T, n = self.schedule.num_train_timesteps, num_inference_steps
+            if not isinstance(n, int) or not 1 <= n <= T:
+                raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the training steps), got {n!r}")
+            if self.spacing == "linspace":
+                ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+            elif self.spacing == "leading":
+                ts = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + self.steps_offset
+            elif self.spacing == "trailing":
+                ts = np.arange(T, 0, -T / n).round() - 1
+            else:
+                raise ValueError(f"unknown timestep_spacing {self.spacing!r}")
+            timesteps = [int(t) for t in ts]
+        super().set_timesteps(None, device, timesteps)
+        self._history, self._hs = [], []
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
+             generator: torch.Generator | Generator | None = None, variance_noise: torch.Tensor | None = None,
+             return_dict: bool = True) -> SchedulerOutput:
+        """One DPM-Solver++ step; deterministic (generator and variance_noise are accepted and unused)."""
+        i = self._index(timestep)
+        n = len(self._list)
+        coef_s = self.schedule.alpha_sigma(self._list[i])
+        if i + 1 < n:
+            coef_t = self.schedule.alpha_sigma(self._list[i + 1])
+        else:
+            coef_t = (1.0, 0.0) if self.config.final_sigmas_type == "zero" else self.schedule.alpha_sigma(0)
+        k = multistep_order(self.config.solver_order, len(self._history), i, n, self.config.lower_order_final,
+                            coef_t[1])
+        prev, x0 = multistep_update(sample, model_output.to(sample.dtype), self._history, self._hs, k,
+                                    self.prediction, coef_s, coef_t, self.clip, self.threshold)
+        self._history = [x0, *self._history][:2]
+        lam = [math.log(a / s) if s > 0 else math.inf for a, s in (coef_s, coef_t)]
+        self._hs.append(lam[1] - lam[0])
+        return SchedulerOutput(prev, x0)
 
 
 _MONAI_BETAS = {"linear_beta": "linear", "scaled_linear_beta": "scaled_linear", "sigmoid_beta": "sigmoid"}

@@ -126,6 +126,28 @@ def _multistep_weights(order: int, h: float, prev_h: list[float], alpha_t: float
     return [float(v) for v in w]
 
 
+def multistep_order(order: int, earlier: int, i: int, n: int, lower_order_final: bool, sigma_t: float) -> int:
+    """The order of step i of n: warm-up from the earlier predictions available, lower order in the
+    last steps of short runs (diffusers' lower_order_final, n < 15), first order into sigma = 0."""
+    k = min(order, earlier + 1)
+    if lower_order_final and n < 15:
+        k = min(k, n - i)
+    return 1 if sigma_t == 0 else k
+
+
+def multistep_update(x: torch.Tensor, out: torch.Tensor, history: list[torch.Tensor], prev_h: list[float],
+                     order: int, prediction: str, coef_s: tuple[float, float], coef_t: tuple[float, float],
+                     clip: tuple[float, float] | None, threshold: tuple[float, float] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DPM-Solver++(order)M step from (alpha_s, sigma_s) to (alpha_t, sigma_t) given the model output at
+    x and the earlier data predictions (newest first); returns (x_t, this step's data prediction)."""
+    (a_s, sig_s), (a_t, sig_t) = coef_s, coef_t
+    w = _multistep_weights(order, _log_snr(a_t, sig_t) - _log_snr(a_s, sig_s), prev_h, a_t)
+    return fused_step([x, out, *history[: order - 1]], [sig_t / sig_s, 0.0, *w[1:]],
+                      x0_coeffs=[*param.x0_coeffs(prediction, a_s, sig_s), *([0.0] * (order - 1))], x0_weight=w[0],
+                      clamp=clip, threshold=threshold, return_x0=True)
+
+
 def sample_dpmpp(model: Model, x: torch.Tensor, schedule: DiscreteSchedule | ContinuousSchedule, *,
                  steps: int = 20, generator: Generator | None = None, callback: Callback | None = None,
                  progress: bool = False, prediction: str = "eps", order: int = 2, lower_order_final: bool = True,
@@ -152,20 +174,10 @@ def sample_dpmpp(model: Model, x: torch.Tensor, schedule: DiscreteSchedule | Con
     history: list[torch.Tensor] = []  # earlier data predictions, newest first
     hs: list[float] = []
     for i, t in steps_of(times[:-1], progress, f"dpm-solver++{order}m"):
-        (a_s, sig_s), (a_t, sig_t) = coef[i], coef[i + 1]
-        h = lams[i + 1] - lams[i]
-        k = min(order, len(history) + 1)
-        if lower_order_final and n < 15:
-            k = min(k, n - i)
-        if sig_t == 0:
-            k = 1
-        w = _multistep_weights(k, h, hs, a_t)
-        out = run(x, t)
-        x, m0 = fused_step([x, out, *history[: k - 1]], [sig_t / sig_s, 0.0, *w[1:]], generator=generator,
-                           x0_coeffs=[*param.x0_coeffs(prediction, a_s, sig_s), *([0.0] * (k - 1))], x0_weight=w[0],
-                           clamp=clip, threshold=threshold, return_x0=True)
+        k = multistep_order(order, len(history), i, n, lower_order_final, coef[i + 1][1])
+        x, m0 = multistep_update(x, run(x, t), history, hs, k, prediction, coef[i], coef[i + 1], clip, threshold)
         history = [m0, *history][:2]
-        hs.append(h)
+        hs.append(lams[i + 1] - lams[i])
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": m0})
     if discrete or not denoise:
