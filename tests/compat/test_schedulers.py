@@ -109,6 +109,39 @@ def test_dpm_solver_multistep_matches_diffusers(config, steps):
                    steps)
 
 
+EULER_CONFIGS = [
+    ({}, 20, {}),
+    ({"prediction_type": "v_prediction"}, 15, {}),
+    ({"timestep_spacing": "leading"}, 25, {}),
+    ({"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, 20, {}),
+    ({}, 20, {"s_churn": 5.0, "s_tmin": 0.1, "s_tmax": 10.0}),
+    ({"prediction_type": "sample"}, 10, {}),
+]
+
+
+@pytest.mark.parametrize(("config", "steps", "step_kwargs"), EULER_CONFIGS,
+                         ids=[str(i) for i in range(len(EULER_CONFIGS))])
+def test_euler_matches_diffusers(config, steps, step_kwargs):
+    _compare_steps(compat.EulerDiscreteScheduler(**config), diffusers.EulerDiscreteScheduler(**config), steps,
+                   step_kwargs)
+
+
+def test_euler_loop_with_input_scaling_matches_diffusers():
+    """The diffusers loop: noise * init_noise_sigma, then scale_model_input, model, step."""
+    def model(x, t):
+        return 0.3 * x + 0.001 * t
+
+    mine = compat.EulerDiscreteScheduler(timestep_spacing="leading")
+    finals = []
+    for scheduler in (mine, _float64(diffusers.EulerDiscreteScheduler(timestep_spacing="leading"), mine)):
+        scheduler.set_timesteps(12)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+        finals.append(x)
+    torch.testing.assert_close(finals[0], finals[1], rtol=1e-4, atol=1e-4)
+
+
 def test_ddim_with_other_spacings_follows_the_timestep_list():
     """diffusers' DDIM takes t - T // n as the previous step; where that leaves its own list we differ."""
     def disagree(i, ts):
@@ -220,6 +253,8 @@ BAD = [
     (ValueError, "dpmsolver", lambda: compat.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")),
     (ValueError, "solver_order", lambda: compat.DPMSolverMultistepScheduler(solver_order=4)),
     (ValueError, "final_sigmas_type", lambda: compat.DPMSolverMultistepScheduler(final_sigmas_type="one")),
+    (ValueError, "final_sigmas_type", lambda: compat.EulerDiscreteScheduler(final_sigmas_type="one")),
+    (ValueError, "training steps", lambda: compat.EulerDiscreteScheduler().set_timesteps(0)),
 ]
 
 

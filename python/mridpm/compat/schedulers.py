@@ -14,6 +14,7 @@ skipped with other spacings), so outputs match theirs wherever theirs are right.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from mridpm.dpm._common import discrete_timesteps
 from mridpm.dpm.discrete import ddim_coeffs, ddpm_coeffs
 from mridpm.dpm.dpm_solver import multistep_order, multistep_update
 from mridpm.dpm.schedules import DiscreteSchedule, make_betas
-from mridpm.ops import fused_step
+from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
 
 _PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -108,10 +109,11 @@ class _DiscreteScheduler:
     def _index(self, timestep: Any) -> int:
         """Index of timestep in the list: looked up on the first step (one read), then counted."""
         if self._step_index is None or self._step_index >= len(self._list):
-            t = int(timestep)
-            if t not in self._list:
-                raise ValueError(f"timestep {t} is not among the scheduler's timesteps; call set_timesteps first")
-            self._step_index = self._list.index(t)
+            t = float(timestep)
+            matches = [i for i, v in enumerate(self._list) if abs(v - t) < 1e-3]
+            if not matches:
+                raise ValueError(f"timestep {t:g} is not among the scheduler's timesteps; call set_timesteps first")
+            self._step_index = matches[0]
         index = self._step_index
         self._step_index += 1
         return index
@@ -275,6 +277,99 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
         self._history = [x0, *self._history][:2]
         lam = [math.log(a / s) if s > 0 else math.inf for a, s in (coef_s, coef_t)]
         self._hs.append(lam[1] - lam[0])
+        return SchedulerOutput(prev, x0)
+
+
+class EulerDiscreteScheduler(_DiscreteScheduler):
+    """diffusers' EulerDiscreteScheduler interface (Karras et al. 2022 Algorithm 2 with churn), on the
+    sigma = sqrt((1 - abar) / abar) scale; linear interpolation of sigma at fractional timesteps."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", trained_betas: Any = None, prediction_type: str = "epsilon",
+                 timestep_spacing: str = "linspace", steps_offset: int = 0, final_sigmas_type: str = "zero",
+                 thresholding: bool = False, dynamic_thresholding_ratio: float = 0.995,
+                 sample_max_value: float = 1.0, clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
+        if final_sigmas_type not in ("zero", "sigma_min"):
+            raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
+        super().__init__(**_arguments(locals()))
+        abar = self.schedule.alphas_cumprod.numpy()
+        self._train_sigmas = np.sqrt((1 - abar) / abar)
+        self.set_timesteps(self.schedule.num_train_timesteps)
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      timesteps: list[float] | None = None) -> None:
+        """Float timesteps spaced as diffusers' Euler spaces them, and their sigmas (last one 0 or sigma_min)."""
+        T = self.schedule.num_train_timesteps
+        if timesteps is None:
+            n = num_inference_steps
+            if not isinstance(n, int) or not 1 <= n <= T:
+                raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the training steps), got {n!r}")
+            if self.spacing == "linspace":
+                ts = np.linspace(0, T - 1, n, dtype=np.float32)[::-1]
+            elif self.spacing == "leading":
+                ts = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.float32) + self.steps_offset
+            elif self.spacing == "trailing":
+                ts = np.arange(T, 0, -T / n).round().astype(np.float32) - 1
+            else:
+                raise ValueError(f"unknown timestep_spacing {self.spacing!r}")
+            timesteps = [float(t) for t in ts]
+        if any(not 0 <= t <= T - 1 for t in timesteps) or any(b >= a for a, b in itertools.pairwise(timesteps)):
+            raise ValueError(f"timesteps must strictly decrease within [0, {T - 1}]")
+        last = 0.0 if self.config.final_sigmas_type == "zero" else float(self._train_sigmas[0])
+        self.sigmas_list = [*np.interp(timesteps, np.arange(T), self._train_sigmas).tolist(), last]
+        self._list = list(timesteps)
+        self.num_inference_steps = len(timesteps)
+        self.timesteps = torch.tensor(timesteps, dtype=torch.float32, device=device)
+        self.sigmas = torch.tensor(self.sigmas_list, dtype=torch.float32)
+        self._step_index = None
+
+    @property
+    def init_noise_sigma(self) -> float:  # type: ignore[override]
+        top = max(self.sigmas_list)
+        return top if self.spacing in ("linspace", "trailing") else math.sqrt(top * top + 1)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
+        """sample / sqrt(sigma^2 + 1): the model sees the variance-preserving scale."""
+        index = self._step_index if self._step_index is not None else self._lookup(timestep)
+        return sample / math.sqrt(self.sigmas_list[index] ** 2 + 1)
+
+    def _lookup(self, timestep: Any) -> int:
+        index = self._index(timestep)
+        self._step_index = index  # scale_model_input does not advance the step
+        return index
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x0 + sigma_t noise on the Euler (variance-exploding) scale."""
+        sig = [self.sigmas_list[min(range(len(self._list)), key=lambda i, v=v: abs(self._list[i] - v))]
+               for v in torch.as_tensor(timesteps).reshape(-1).tolist()]
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        scale = torch.tensor(sig, dtype=original_samples.real.dtype, device=original_samples.device).reshape(shape)
+        return original_samples + scale * noise
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, s_churn: float = 0.0,
+             s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+             generator: torch.Generator | Generator | None = None, return_dict: bool = True) -> SchedulerOutput:
+        """prev = sample_hat + (sample_hat - x0) / sigma_hat * (sigma_next - sigma_hat), sample_hat with churn."""
+        i = self._index(timestep)
+        sigma, sigma_next = self.sigmas_list[i], self.sigmas_list[i + 1]
+        gamma = min(s_churn / (len(self.sigmas_list) - 1), math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (gamma + 1)
+        if self.prediction == "eps":  # as diffusers: eps uses sigma_hat, v and x0 use sigma
+            c1, c2 = 1.0, -sigma_hat
+        else:
+            alpha_vp = 1 / math.sqrt(sigma * sigma + 1)
+            c1, c2 = param.x0_coeffs(self.prediction, alpha_vp, sigma * alpha_vp)
+            c1 *= alpha_vp
+        dt = sigma_next - sigma_hat
+        inputs, coeffs, x0c = [sample, model_output.to(sample.dtype)], [1 + dt / sigma_hat, 0.0], [c1, c2]
+        if gamma > 0:  # churn: sample_hat = sample + k z, drawn as diffusers draws it
+            k = s_noise * math.sqrt(sigma_hat * sigma_hat - sigma * sigma)
+            inputs.append(self._noise(sample, generator, None) if not isinstance(generator, Generator) else
+                          randn(tuple(sample.shape), generator=generator, dtype=sample.dtype, device=sample.device))
+            coeffs.append((1 + dt / sigma_hat) * k)
+            x0c.append(c1 * k)
+        prev, x0 = fused_step(inputs, coeffs, x0_coeffs=x0c, x0_weight=-dt / sigma_hat, clamp=self.clip,
+                              threshold=self.threshold, return_x0=True)
         return SchedulerOutput(prev, x0)
 
 
