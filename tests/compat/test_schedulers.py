@@ -264,6 +264,15 @@ def test_bad_configs(error, match, call):
         call()
 
 
+def test_configs_with_unsupported_options_are_refused():
+    for theirs, ours in ((diffusers.EulerDiscreteScheduler(use_karras_sigmas=True), compat.EulerDiscreteScheduler),
+                         (diffusers.DPMSolverMultistepScheduler(euler_at_final=True),
+                          compat.DPMSolverMultistepScheduler)):
+        with pytest.raises(ValueError, match="not supported"):
+            ours.from_config(theirs.config)
+    compat.EulerDiscreteScheduler.from_config(diffusers.EulerDiscreteScheduler().config)  # defaults pass
+
+
 def test_unknown_timestep_is_reported():
     s = compat.DDIMScheduler()
     s.set_timesteps(10)

@@ -33,6 +33,16 @@ _PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 _BETAS = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine", "sigmoid": "sigmoid"}
 
 
+# diffusers options these schedulers do not implement, with the value they assume: a config that
+# sets one otherwise is refused instead of silently sampling differently
+_ASSUMED: dict[str, Any] = {
+    "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+    "use_lu_lambdas": False, "use_flow_sigmas": False, "rescale_betas_zero_snr": False, "euler_at_final": False,
+    "interpolation_type": "linear", "timestep_type": "discrete", "sigma_min": None, "sigma_max": None,
+    "variance_type": None, "lambda_min_clipped": -float("inf"),
+}
+
+
 class SchedulerOutput(NamedTuple):
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor
@@ -81,6 +91,9 @@ class _DiscreteScheduler:
         """An instance from a diffusers-style config (unknown keys such as _class_name are ignored)."""
         merged = {**(config or {}), **kwargs}
         names = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        for key, default in _ASSUMED.items():
+            if key not in names and merged.get(key, default) != default:
+                raise ValueError(f"{cls.__name__}: the config option {key}={merged[key]!r} is not supported")
         return cls(**{k: v for k, v in merged.items() if k in names})
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
