@@ -108,6 +108,12 @@ class _DiscreteScheduler:
     def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
         return sample
 
+    def _check_steps(self, n: object) -> None:
+        """For subclasses that space timesteps with their peer's own formula."""
+        T = self.schedule.num_train_timesteps
+        if not isinstance(n, int) or not 1 <= n <= T:
+            raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the training steps), got {n!r}")
+
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """sqrt(abar_t) x0 + sqrt(1 - abar_t) noise with one timestep per sample, on the device."""
         device = original_samples.device
@@ -132,12 +138,15 @@ class _DiscreteScheduler:
         return index
 
     @staticmethod
-    def _noise(sample: torch.Tensor, generator: Any, variance_noise: torch.Tensor | None) -> torch.Tensor | None:
-        """Explicit noise as diffusers draws it, or None when a mridpm.Generator makes it in the kernel."""
+    def _noise(sample: torch.Tensor, generator: Any, variance_noise: torch.Tensor | None,
+               in_kernel: bool = True) -> torch.Tensor | None:
+        """Explicit noise as diffusers draws it; for a mridpm.Generator, None (the kernel makes it)
+        or, when the update needs the noise as a tensor, its Philox draw."""
         if variance_noise is not None:
             return variance_noise.to(sample.device, sample.dtype)
         if isinstance(generator, Generator):
-            return None
+            return None if in_kernel else randn(tuple(sample.shape), generator=generator, dtype=sample.dtype,
+                                                device=sample.device)
         device = generator.device if isinstance(generator, torch.Generator) else sample.device
         return torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=device).to(sample.device)
 
@@ -258,8 +267,7 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
         """num_inference_steps spaced as diffusers' DPM-Solver spaces them (n + 1 points, the last dropped)."""
         if timesteps is None:
             T, n = self.schedule.num_train_timesteps, num_inference_steps
-            if not isinstance(n, int) or not 1 <= n <= T:
-                raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the training steps), got {n!r}")
+            self._check_steps(n)
             if self.spacing == "linspace":
                 ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
             elif self.spacing == "leading":
@@ -289,7 +297,7 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
                                     self.prediction, coef_s, coef_t, self.clip, self.threshold)
         self._history = [x0, *self._history][:2]
         lam = [math.log(a / s) if s > 0 else math.inf for a, s in (coef_s, coef_t)]
-        self._hs.append(lam[1] - lam[0])
+        self._hs = [*self._hs, lam[1] - lam[0]][-2:]  # the 3M update looks two steps back
         return SchedulerOutput(prev, x0)
 
 
@@ -315,8 +323,7 @@ class EulerDiscreteScheduler(_DiscreteScheduler):
         T = self.schedule.num_train_timesteps
         if timesteps is None:
             n = num_inference_steps
-            if not isinstance(n, int) or not 1 <= n <= T:
-                raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the training steps), got {n!r}")
+            self._check_steps(n)
             if self.spacing == "linspace":
                 ts = np.linspace(0, T - 1, n, dtype=np.float32)[::-1]
             elif self.spacing == "leading":
@@ -377,8 +384,7 @@ class EulerDiscreteScheduler(_DiscreteScheduler):
         inputs, coeffs, x0c = [sample, model_output.to(sample.dtype)], [1 + dt / sigma_hat, 0.0], [c1, c2]
         if gamma > 0:  # churn: sample_hat = sample + k z, drawn as diffusers draws it
             k = s_noise * math.sqrt(sigma_hat * sigma_hat - sigma * sigma)
-            inputs.append(self._noise(sample, generator, None) if not isinstance(generator, Generator) else
-                          randn(tuple(sample.shape), generator=generator, dtype=sample.dtype, device=sample.device))
+            inputs.append(self._noise(sample, generator, None, in_kernel=False))
             coeffs.append((1 + dt / sigma_hat) * k)
             x0c.append(c1 * k)
         prev, x0 = fused_step(inputs, coeffs, x0_coeffs=x0c, x0_weight=-dt / sigma_hat, clamp=self.clip,
@@ -425,8 +431,7 @@ class MonaiDDIMScheduler(DDIMScheduler):
         """MONAI's spacing: linspace(T - 1 - steps_offset, 0, n), rounded, plus steps_offset."""
         if timesteps is None and num_inference_steps is not None:
             T, off = self.schedule.num_train_timesteps, self.steps_offset
-            if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
-                raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {num_inference_steps!r}")
+            self._check_steps(num_inference_steps)
             ramp = torch.linspace(T - 1 - off, 0, num_inference_steps, dtype=torch.float32).round().long() + off
             timesteps = ramp.tolist()
         super().set_timesteps(num_inference_steps, device, timesteps)

@@ -28,8 +28,8 @@ def sample_ddpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, st
     run = ModelRun(model, model_kwargs, discrete=True)
     for i, t in steps_of(ts, progress, "ddpm"):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        c_xt, x0w, var = ddpm_coeffs(schedule.alpha_bar(t), schedule.alpha_bar(t_prev), variance)
         abar = schedule.alpha_bar(t)
+        c_xt, x0w, var = ddpm_coeffs(abar, schedule.alpha_bar(t_prev), variance)
         out = run(x, t)
         x, x0 = fused_step([x, out], [c_xt, 0.0], math.sqrt(var) if t_prev >= 0 else None, generator=generator,
                            x0_coeffs=param.x0_coeffs(prediction, math.sqrt(abar), math.sqrt(1.0 - abar)),
