@@ -2,16 +2,21 @@
 
     python bench/bench_sampler.py [--device cpu|cuda] [--quick]
 
-Each row times one scheduler.step (model output given) at a batch of 4-channel 64x64 latents:
-diffusers' DDIM (eta = 0 and eta = 1) and DDPM, and mridpm.compat's drop-ins with the same
-config (torch.Generator noise, as diffusers draws it, and Philox noise in the kernel).
-GB/s counts the bytes one fused step must move (read sample and model output, write the result).
+Each row times one scale_model_input + scheduler.step (model output given) on 4-channel 64x64
+latents at batch 1, 4 and 16: diffusers' DDIM (eta = 0 and 1), DDPM, DPM-Solver++ 2M and Euler
+against mridpm.compat's drop-ins with the same config, the noisy ones both with a
+torch.Generator (diffusers' noise, drawn as diffusers draws it) and with Philox noise made
+inside the kernel. GB/s counts the bytes one fused step must move (read sample and model
+output, write the result). On a GPU the time is the wall time of 50 steps queued back to back
+and one synchronisation at the end, divided by 50: a host sync inside a step would show.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,17 +28,30 @@ from bench.common import Row, measure, print_table, save
 from mridpm import compat
 
 
-def _step_timer(scheduler, x, out, device, **step_kwargs):
+def _step_timer(scheduler, x, out, device, **step_kwargs) -> float:
+    """Median microseconds of one step from timestep index 10 of 50 (history already filled)."""
     scheduler.set_timesteps(50)
-    t = scheduler.timesteps[10]
-    index = scheduler.timesteps.tolist().index(int(t))
+    ts = scheduler.timesteps
+    index = 10
 
     def one_step():
-        if hasattr(scheduler, "_step_index"):
-            scheduler._step_index = index  # keep stepping from the same timestep
-        return scheduler.step(out, t, x, **step_kwargs)
+        scheduler._step_index = index  # keep stepping from the same timestep
+        t = ts[index]
+        return scheduler.step(out, t, scheduler.scale_model_input(x, t), **step_kwargs)
 
-    return measure(one_step, device)
+    for i in range(index):  # multistep solvers: fill the history as a real loop would
+        scheduler.step(out, ts[i], scheduler.scale_model_input(x, ts[i]), **step_kwargs)
+    if device.type != "cuda":
+        return measure(one_step, device)
+    runs = []
+    for _ in range(7):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(50):
+            one_step()
+        torch.cuda.synchronize(device)
+        runs.append((time.perf_counter() - start) / 50 * 1e6)
+    return statistics.median(runs)
 
 
 def bench(batch: int, device: torch.device) -> list[Row]:
@@ -43,22 +61,24 @@ def bench(batch: int, device: torch.device) -> list[Row]:
     out = torch.randn(shape, device=device)
     nbytes = 3 * x.nbytes
     gen = torch.Generator(device=device).manual_seed(0)
+    noisy = ({"generator": gen}, {"generator": mridpm.Generator(0)})
     cases = [
-        ("ddim eta=0", diffusers.DDIMScheduler(), compat.DDIMScheduler(), {}, {}),
-        ("ddim eta=1", diffusers.DDIMScheduler(), compat.DDIMScheduler(), {"eta": 1.0, "generator": gen},
-         {"eta": 1.0, "generator": mridpm.Generator(0)}),
-        ("ddpm", diffusers.DDPMScheduler(), compat.DDPMScheduler(), {"generator": gen},
-         {"generator": mridpm.Generator(0)}),
+        ("ddim eta=0", "DDIMScheduler", {}, ({}, None)),
+        ("ddim eta=1", "DDIMScheduler", {}, tuple({"eta": 1.0, **kw} for kw in noisy)),
+        ("ddpm", "DDPMScheduler", {}, noisy),
+        ("dpm++ 2m", "DPMSolverMultistepScheduler", {}, ({}, None)),
+        ("euler", "EulerDiscreteScheduler", {}, ({}, None)),
     ]
     rows = []
-    for name, theirs, ours, kw_theirs, kw_philox in cases:
+    for name, cls, config, (kw_theirs, kw_philox) in cases:
+        theirs, ours = getattr(diffusers, cls)(**config), getattr(compat, cls)(**config)
         base = _step_timer(theirs, x, out, device, **kw_theirs)
         same_noise = _step_timer(ours, x, out, device, **kw_theirs)
-        philox = _step_timer(ours, x, out, device, **kw_philox)
         label = f"{name} {tuple(shape)}"
         rows += [Row(label, "float32", "diffusers", base, nbytes / base / 1e3, 1.0),
                  Row(label, "float32", "mridpm", same_noise, nbytes / same_noise / 1e3, base / same_noise)]
-        if kw_philox:
+        if kw_philox is not None:
+            philox = _step_timer(ours, x, out, device, **kw_philox)
             rows.append(Row(label, "float32", "mridpm-philox", philox, nbytes / philox / 1e3, base / philox))
     return rows
 
@@ -69,7 +89,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 only, results not saved")
     args = parser.parse_args()
     device = torch.device(args.device)
-    rows = [r for batch in ((1,) if args.quick else (1, 16)) for r in bench(batch, device)]
+    rows = [r for batch in ((1,) if args.quick else (1, 4, 16)) for r in bench(batch, device)]
     print_table(rows)
     if not args.quick:
         print(f"\nwrote {save(f'sampler-{device.type}', rows, {'columns': [*asdict(rows[0])]})}")

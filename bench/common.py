@@ -81,9 +81,10 @@ def _cpu_name() -> str:
 
 def print_table(rows: list[Row]) -> None:
     """Fixed columns: shape, dtype, backend, median, GB/s, speed-up over eager PyTorch."""
-    print(f"{'shape':<22}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}")
+    w = max([22, *(len(r.shape) + 2 for r in rows)])
+    print(f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}")
     for r in rows:
-        print(f"{r.shape:<22}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{r.vs_eager:>9.2f}x")
+        print(f"{r.shape:<{w}}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{r.vs_eager:>9.2f}x")
 
 
 def _fmt_time(us: float) -> str:

@@ -1,5 +1,6 @@
 // The pybind11 module mridpm._C: argument packing and one line per entry point.
-// Buffers arrive as (pointer, batch_stride, capacity) triples in elements.
+// Buffers arrive as (pointer, batch_stride, capacity) triples in elements; a step's params
+// come either as such a buffer or, when one row serves every sample, as a list of floats.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -28,8 +29,11 @@ void raise_on(int status) {
 
 mridpm::StepArgs step_args(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner,
                            const Triple& out, const Triple& x0, const std::vector<Triple>& inputs,
-                           const Triple& params, std::uint64_t seed, std::uint64_t offset) {
+                           const Triple& params, const std::vector<float>& uniform, std::uint64_t seed,
+                           std::uint64_t offset) {
   if (inputs.empty() || inputs.size() > 4) raise_on(mridpm::kBadCount);
+  if (!uniform.empty() && uniform.size() != static_cast<std::size_t>(mridpm::step_params(static_cast<int>(inputs.size()))))
+    throw std::invalid_argument("mridpm._C: a uniform params row must hold 2 K + 5 values");
   mridpm::StepArgs a;
   a.dtype = dtype;
   a.K = static_cast<int>(inputs.size());
@@ -41,23 +45,25 @@ mridpm::StepArgs step_args(int dtype, int flags, int nthreads, std::int64_t batc
   a.x0 = to_buffer(x0);
   for (int k = 0; k < a.K; ++k) a.in[k] = to_buffer(inputs[k]);
   a.params = to_buffer(params);
+  a.has_uniform = !uniform.empty();
+  for (std::size_t j = 0; j < uniform.size(); ++j) a.uniform[j] = uniform[j];
   a.seed = seed;
   a.offset = offset;
   return a;
 }
 
 void step_cpu(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner, const Triple& out,
-              const Triple& x0, const std::vector<Triple>& inputs, const Triple& params, std::uint64_t seed,
-              std::uint64_t offset) {
-  const auto a = step_args(dtype, flags, nthreads, batch, inner, out, x0, inputs, params, seed, offset);
+              const Triple& x0, const std::vector<Triple>& inputs, const Triple& params,
+              const std::vector<float>& uniform, std::uint64_t seed, std::uint64_t offset) {
+  const auto a = step_args(dtype, flags, nthreads, batch, inner, out, x0, inputs, params, uniform, seed, offset);
   py::gil_scoped_release release;
   raise_on(mridpm::step_cpu(a));
 }
 
 void step_cuda(int dtype, int flags, std::int64_t batch, std::int64_t inner, const Triple& out, const Triple& x0,
-               const std::vector<Triple>& inputs, const Triple& params, std::uint64_t seed, std::uint64_t offset,
-               std::uintptr_t stream) {
-  const auto a = step_args(dtype, flags, 1, batch, inner, out, x0, inputs, params, seed, offset);
+               const std::vector<Triple>& inputs, const Triple& params, const std::vector<float>& uniform,
+               std::uint64_t seed, std::uint64_t offset, std::uintptr_t stream) {
+  const auto a = step_args(dtype, flags, 1, batch, inner, out, x0, inputs, params, uniform, seed, offset);
   raise_on(mridpm::step_cuda(a, stream));
 }
 

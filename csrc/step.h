@@ -12,6 +12,7 @@ namespace mridpm {
 enum StepFlags : int { kHasX0 = 1, kClamp = 2, kWriteX0 = 4, kNoise = 8, kAllStepFlags = 15 };
 
 constexpr int step_params(int K) { return 2 * K + 5; }
+constexpr int kMaxStepParams = step_params(4);
 
 struct StepArgs {
   int dtype = kFloat32;
@@ -22,9 +23,17 @@ struct StepArgs {
   std::int64_t inner = 0;
   Buffer out, x0, in[4];
   Buffer params;  // float32; batch_stride 0 broadcasts one row to every sample
+  // One row shared by every sample, passed by value instead of params: no host-to-device copy.
+  bool has_uniform = false;
+  float uniform[kMaxStepParams] = {};
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;
 };
+
+// The params row of sample b.
+MRIDPM_HD const float* step_row(const StepArgs& a, std::int64_t b) {
+  return a.has_uniform ? a.uniform : reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
+}
 
 // Checks every size and extent the kernels will use; kOk when the call is safe.
 inline int check_step(const StepArgs& a) {
@@ -34,14 +43,16 @@ inline int check_step(const StepArgs& a) {
   if ((a.flags & kWriteX0) && !(a.flags & kHasX0)) return kBadFlags;
   if (a.batch < 0 || a.inner < 0) return kBadShape;
   if (a.batch == 0 || a.inner == 0) return kOk;
-  if (a.out.ptr == 0 || a.params.ptr == 0) return kNullPointer;
+  if (a.out.ptr == 0 || (!a.has_uniform && a.params.ptr == 0)) return kNullPointer;
   if (!fits(a.out, a.batch, a.inner)) return kOutOfBounds;
   if ((a.flags & kWriteX0) && !fits(a.x0, a.batch, a.inner)) return kOutOfBounds;
   for (int k = 0; k < a.K; ++k)
     if (!fits(a.in[k], a.batch, a.inner)) return kOutOfBounds;
   const std::int64_t P = step_params(a.K);
   Buffer p = a.params;
-  if (p.batch_stride == 0) {
+  if (a.has_uniform) {
+    // the row lives in the struct
+  } else if (p.batch_stride == 0) {
     if (p.capacity < P) return kOutOfBounds;
   } else if (!fits(p, a.batch, P)) {
     return kOutOfBounds;

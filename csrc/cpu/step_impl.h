@@ -64,47 +64,51 @@ void store_tile(const float* src, typename IO<DT>::T* dst, std::int64_t n) {
   for (; j < n; ++j) dst[j] = IO<DT>::store(src[j]);
 }
 
-template <int DT>
+// x0 handling, fixed per call: none, the linear x0, or x0 clamped to [lo, hi].
+enum X0Mode : int { kNoX0 = 0, kX0 = 1, kX0Clamp = 2 };
+
+// One tile of one sample: the linear parts in a single pass over the elements (K and the x0
+// mode fixed at compile time, so the loop vectorizes), then noise, then the stores.
+template <int DT, int K, int X0>
 void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t n) {
   using T = typename IO<DT>::T;
-  const float* p = reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
-  const int K = a.K;
-  const bool has_x0 = a.flags & kHasX0;
-  alignas(64) float acc[kTile], x0[kTile], buf[kTile];
+  const float* p = step_row(a, b);
+  alignas(64) float conv[K][DT == kFloat32 ? 1 : kTile];
+  alignas(64) float acc[kTile], x0[kTile], u1[kTile], z[kTile];
+  const float* v[K];
+  float c[K], ak[K];
   for (int k = 0; k < K; ++k) {
-    const float* v = tile_as_float<DT>(reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0, buf, n);
-    const float c = p[k], ak = p[K + k];
-    if (k == 0) {
-      for (std::int64_t j = 0; j < n; ++j) acc[j] = c * v[j];
-      if (has_x0)
-        for (std::int64_t j = 0; j < n; ++j) x0[j] = ak * v[j];
-    } else {
-      for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + c * v[j];
-      if (has_x0)
-        for (std::int64_t j = 0; j < n; ++j) x0[j] = x0[j] + ak * v[j];
-    }
+    v[k] = tile_as_float<DT>(reinterpret_cast<const T*>(a.in[k].ptr) + b * a.in[k].batch_stride + i0, conv[k], n);
+    c[k] = p[k];
+    ak[k] = p[K + k];
   }
   const float w = p[2 * K], lo = p[2 * K + 1], hi = p[2 * K + 2], m = p[2 * K + 3], s = p[2 * K + 4];
-  if (has_x0) {
-    if (a.flags & kClamp)  // selects, not std::min/max branches: vectorized, and NaN stays NaN
-      for (std::int64_t j = 0; j < n; ++j) {
-        const float v = x0[j] < lo ? lo : x0[j];
-        x0[j] = v > hi ? hi : v;
+  for (std::int64_t j = 0; j < n; ++j) {  // summed in the reference's order (no contraction)
+    float o = c[0] * v[0][j];
+    for (int k = 1; k < K; ++k) o = o + c[k] * v[k][j];
+    if constexpr (X0 != kNoX0) {
+      float e = ak[0] * v[0][j];
+      for (int k = 1; k < K; ++k) e = e + ak[k] * v[k][j];
+      if constexpr (X0 == kX0Clamp) {  // selects, not std::min/max branches: NaN stays NaN
+        e = e < lo ? lo : e;
+        e = e > hi ? hi : e;
       }
-    for (std::int64_t j = 0; j < n; ++j) {
-      x0[j] = m * x0[j];
-      acc[j] = acc[j] + w * x0[j];
+      e = m * e;
+      x0[j] = e;
+      o = o + w * e;
     }
-    if (a.flags & kWriteX0) store_tile<DT>(x0, reinterpret_cast<T*>(a.x0.ptr) + b * a.x0.batch_stride + i0, n);
+    acc[j] = o;
   }
+  if constexpr (X0 != kNoX0)
+    if (a.flags & kWriteX0) store_tile<DT>(x0, reinterpret_cast<T*>(a.x0.ptr) + b * a.x0.batch_stride + i0, n);
   if (a.flags & kNoise) {
-    philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, x0, buf);
-    for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * buf[j];
+    philox_normals(a.seed, a.offset + static_cast<std::uint64_t>(b * a.inner + i0), n, u1, z);
+    for (std::int64_t j = 0; j < n; ++j) acc[j] = acc[j] + s * z[j];
   }
   store_tile<DT>(acc, reinterpret_cast<T*>(a.out.ptr) + b * a.out.batch_stride + i0, n);
 }
 
-template <int DT>
+template <int DT, int K, int X0>
 void step_all(const StepArgs& a) {
   const std::int64_t tiles_per_row = (a.inner + kTile - 1) / kTile;
   const std::int64_t tiles = a.batch * tiles_per_row;
@@ -113,15 +117,35 @@ void step_all(const StepArgs& a) {
 #pragma omp parallel for num_threads(a.nthreads) schedule(static) if (parallel)
   for (std::int64_t t = 0; t < tiles; ++t) {
     const std::int64_t b = t / tiles_per_row, i0 = (t % tiles_per_row) * kTile;
-    step_tile<DT>(a, b, i0, std::min(kTile, a.inner - i0));
+    step_tile<DT, K, X0>(a, b, i0, std::min(kTile, a.inner - i0));
+  }
+}
+
+template <int DT, int K>
+void step_k(const StepArgs& a) {
+  if (!(a.flags & kHasX0))
+    step_all<DT, K, kNoX0>(a);
+  else if (a.flags & kClamp)
+    step_all<DT, K, kX0Clamp>(a);
+  else
+    step_all<DT, K, kX0>(a);
+}
+
+template <int DT>
+void step_dtype(const StepArgs& a) {
+  switch (a.K) {
+    case 1: step_k<DT, 1>(a); break;
+    case 2: step_k<DT, 2>(a); break;
+    case 3: step_k<DT, 3>(a); break;
+    default: step_k<DT, 4>(a); break;
   }
 }
 
 void step(const StepArgs& a) {
   switch (a.dtype) {
-    case kFloat32: step_all<kFloat32>(a); break;
-    case kFloat16: step_all<kFloat16>(a); break;
-    default: step_all<kBFloat16>(a); break;
+    case kFloat32: step_dtype<kFloat32>(a); break;
+    case kFloat16: step_dtype<kFloat16>(a); break;
+    default: step_dtype<kBFloat16>(a); break;
   }
 }
 

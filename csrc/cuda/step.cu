@@ -77,13 +77,14 @@ __device__ __forceinline__ void store4(const Buffer& buf, std::int64_t b, std::i
 }
 
 template <int DT, bool VEC>
-__global__ void __launch_bounds__(kThreads) step_kernel(StepArgs a, std::int64_t tiles_per_row, std::int64_t tiles) {
+__global__ void __launch_bounds__(kThreads)
+    step_kernel(const __grid_constant__ StepArgs a, std::int64_t tiles_per_row, std::int64_t tiles) {
   const int K = a.K;
   for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const std::int64_t b = t / tiles_per_row;
     const std::int64_t i = (t % tiles_per_row) * kTileElems + threadIdx.x * kVec;
     if (i >= a.inner) continue;
-    const float* p = reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
+    const float* p = step_row(a, b);  // __grid_constant__: a.uniform is read in place
     float acc[kVec], x0[kVec], v[kVec];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {

@@ -72,12 +72,17 @@ class TestExtensionGuards:
     def call(self, **kw):
         b = (self.buf.data_ptr(), 8, 64)
         args = dict(dtype=0, flags=0, nthreads=1, batch=8, inner=8, out=b, x0=(0, 0, 0), inputs=[b],
-                    params=(self.params.data_ptr(), 0, 16), seed=0, offset=0)
+                    params=(self.params.data_ptr(), 0, 16), uniform=[], seed=0, offset=0)
         args.update(kw)
         _ext.extension().step_cpu(*args.values())
 
     def test_valid_call_runs(self):
         self.call()
+
+    def test_uniform_row_replaces_the_params_buffer(self):
+        self.buf.fill_(2.0)
+        self.call(params=(0, 0, 0), uniform=[1.5, 0, 0, 0, 0, 0, 0])  # out = 1.5 * in
+        assert torch.equal(self.buf, torch.full((64,), 3.0))
 
     @pytest.mark.parametrize(("kw", "match"), [
         ({"dtype": 7}, "dtype"),
@@ -91,6 +96,8 @@ class TestExtensionGuards:
         ({"out": (1, 4, 64)}, "smaller than the extent"),  # rows would overlap
         ({"params": (0, 0, 16)}, "null"),
         ({"params": (1, 0, 4)}, "smaller than the extent"),
+        ({"params": (0, 0, 0), "uniform": [1.0] * 6}, "params row"),  # K = 1 needs 7
+        ({"params": (0, 0, 0), "uniform": [1.0] * 14}, "params row"),
         ({"flags": 5, "x0": (0, 0, 0)}, "smaller than the extent"),
         ({"batch": 2**62, "inner": 2**62}, "smaller than the extent"),
         ({"offset": 2**64 - 1, "flags": 8}, "smaller than the extent"),
@@ -105,7 +112,7 @@ class TestExtensionGuards:
             pytest.skip("a GPU is present")
         b = (0, 0, 0)
         with pytest.raises(ValueError):
-            ext.step_cuda(0, 0, 1, 1, b, b, [b], b, 0, 0, 0)
+            ext.step_cuda(0, 0, 1, 1, b, b, [b], b, [], 0, 0, 0)
 
 
 def test_generator_is_only_advanced_by_valid_calls():

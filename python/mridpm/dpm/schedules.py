@@ -46,6 +46,7 @@ class DiscreteSchedule:
 
     betas: torch.Tensor
     alphas_cumprod: torch.Tensor = field(init=False, repr=False)
+    _abar: list[float] = field(init=False, repr=False, compare=False)  # host floats for per-step lookups
 
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64).detach().cpu().reshape(-1)
@@ -55,6 +56,7 @@ class DiscreteSchedule:
             raise ValueError("every beta must lie in (0, 1)")
         object.__setattr__(self, "betas", betas)
         object.__setattr__(self, "alphas_cumprod", torch.cumprod(1.0 - betas, dim=0))
+        object.__setattr__(self, "_abar", self.alphas_cumprod.tolist())
 
     @classmethod
     def from_name(cls, name: str = "linear", num_train_timesteps: int = 1000, **kwargs: float) -> DiscreteSchedule:
@@ -67,9 +69,9 @@ class DiscreteSchedule:
 
     def alpha_bar(self, t: int) -> float:
         """Cumulative alpha at training step t; 1 at t = -1 (the clean end)."""
-        if not -1 <= t < self.num_train_timesteps:
-            raise ValueError(f"timestep {t} outside [-1, {self.num_train_timesteps - 1}]")
-        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+        if not -1 <= t < len(self._abar):
+            raise ValueError(f"timestep {t} outside [-1, {len(self._abar) - 1}]")
+        return 1.0 if t < 0 else self._abar[t]
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
         """(alpha, sigma) = (sqrt(abar_t), sqrt(1 - abar_t))."""

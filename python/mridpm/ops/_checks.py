@@ -82,8 +82,11 @@ def pack_columns(columns: list[float | torch.Tensor], batch: int, device: torch.
     return torch.stack(full, dim=1)
 
 
-def coefficient_columns(name: str, value: object, count: int, batch: int) -> list[torch.Tensor]:
+def coefficient_columns(name: str, value: object, count: int, batch: int) -> list[float | torch.Tensor]:
     """count per-sample columns from a length-count sequence, or a (batch, count) / (1, count) table."""
+    if type(value) in (list, tuple) and len(value) == count and all(  # type: ignore[arg-type]
+            type(v) is float and math.isfinite(v) for v in value):  # type: ignore[union-attr]
+        return list(value)  # type: ignore[arg-type]  # the samplers' case, kept cheap
     if isinstance(value, torch.Tensor) and value.dim() == 2:
         if value.shape[1] != count or value.shape[0] not in (1, batch):
             raise ValueError(f"{name} must have shape ({batch}, {count}) or (1, {count}), got {tuple(value.shape)}")

@@ -22,7 +22,7 @@ from mridpm.ops.philox import philox_randn
 from mridpm.random import Generator, default_generator
 
 HAS_X0, CLAMP, WRITE_X0, NOISE = 1, 2, 4, 8
-_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.complex64: 0}  # complex: float pairs
 _U64 = 1 << 64
 
 
@@ -71,35 +71,60 @@ def _triple(t: torch.Tensor) -> tuple[int, int, int]:
     return t.data_ptr(), t.stride(0), capacity
 
 
-def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor, out: torch.Tensor,
+def _buffer(t: torch.Tensor, inner: int, keep: list[torch.Tensor]) -> tuple[int, int, int]:
+    """_triple of t's (batch, inner) rows in real elements; a copy it needs is kept alive in keep."""
+    if t.is_contiguous():  # rows of `inner` reals one after another, exactly batch * inner of them
+        return t.data_ptr(), inner, t.shape[0] * inner
+    rows = as_rows(t)
+    keep.append(rows)
+    return _triple(rows)
+
+
+def _params_tensor(params: torch.Tensor | list[float], device: torch.device) -> torch.Tensor:
+    """The params table as a tensor on device; a host row goes up without blocking the host."""
+    if isinstance(params, torch.Tensor):
+        return params
+    if device.type == "cuda":
+        return torch.tensor([params], dtype=torch.float32, pin_memory=True).to(device, non_blocking=True)
+    return torch.tensor([params], dtype=torch.float32, device=device)
+
+
+def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor | list[float], out: torch.Tensor,
             x0: torch.Tensor | None, seed: int, offset: int, flags: int) -> None:
-    """Runs one backend, writing into out (and x0 when given)."""
-    rows = [as_rows(t) for t in inputs]
-    out_rows = as_rows(out)
-    x0_rows = None if x0 is None else as_rows(x0)
-    batch, inner = out_rows.shape
+    """Runs one backend, writing into out (and x0 when given). params: a (rows, P) float32 table
+    on the device, or one row of Python floats that every sample shares."""
+    batch = out.shape[0]
+    inner = out.numel() * (2 if out.dtype == torch.complex64 else 1) // batch if batch else 0
     if batch == 0 or inner == 0:
         return
     seed %= _U64
-    if backend == "ref":
-        o, z = step_reference(rows, params, seed, offset, flags)
-        out_rows.copy_(o)
-        if x0_rows is not None:
-            x0_rows.copy_(z)
-        return
-    if backend == "triton":
+    if backend in ("ref", "triton"):
+        rows = [as_rows(t) for t in inputs]
+        p = _params_tensor(params, out.device)
+        out_rows, x0_rows = as_rows(out), (None if x0 is None else as_rows(x0))
+        if backend == "ref":
+            o, z = step_reference(rows, p, seed, offset, flags)
+            out_rows.copy_(o)
+            if x0_rows is not None:
+                x0_rows.copy_(z)
+            return
         from mridpm.kernels.triton import step as triton_step
 
         with torch.cuda.device(out.device) if out.is_cuda else contextlib.nullcontext():
-            triton_step.step(rows, params, out_rows, x0_rows, seed, offset, flags)
+            triton_step.step(rows, p, out_rows, x0_rows, seed, offset, flags)
         return
     ext = _ext.extension()
     assert ext is not None
-    dtype = _DTYPE_CODE[out_rows.dtype]
-    x0_arg = (0, 0, 0) if x0_rows is None else _triple(x0_rows)
-    p_arg = (params.data_ptr(), params.stride(0) if params.shape[0] > 1 else 0, params.numel())
-    args = (dtype, flags) if backend == "cuda" else (dtype, flags, torch.get_num_threads())
-    args += (batch, inner, _triple(out_rows), x0_arg, [_triple(r) for r in rows], p_arg, seed, offset)
+    keep: list[torch.Tensor] = []
+    if isinstance(params, torch.Tensor):
+        p_arg, uniform = (params.data_ptr(), params.stride(0) if params.shape[0] > 1 else 0, params.numel()), []
+    else:
+        p_arg, uniform = (0, 0, 0), params
+    head = (_DTYPE_CODE[out.dtype], flags)
+    if backend == "cpu":
+        head += (torch.get_num_threads(),)
+    args = head + (batch, inner, _buffer(out, inner, keep), (0, 0, 0) if x0 is None else _buffer(x0, inner, keep),
+                   [_buffer(t, inner, keep) for t in inputs], p_arg, uniform, seed, offset)
     if backend == "cpu":
         ext.step_cpu(*args)
     else:
@@ -243,7 +268,11 @@ def fused_step(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in vs)
     name = resolve(backend, device, needs_grad)
 
-    params = _checks.pack_columns(columns, batch, device)
+    compiling = name != "ref" and torch.compiler.is_compiling()
+    if threshold is None and not compiling and all(type(c) is float for c in columns):
+        params: torch.Tensor | list[float] = columns  # type: ignore[assignment]  # one row, sent by value
+    else:
+        params = _checks.pack_columns(columns, batch, device)
     if threshold is not None and vs[0].numel() > 0:
         params = params.expand(batch, -1).clone()
         raw = fused_step(vs, columns[K : 2 * K], backend=name)
@@ -253,7 +282,7 @@ def fused_step(
     if flags & NOISE:
         seed, offset = (generator or default_generator).reserve(vs[0].numel() * (2 if vs[0].is_complex() else 1))
 
-    if name != "ref" and torch.compiler.is_compiling():
+    if compiling:
         signed_seed = seed - _U64 if seed >= 1 << 63 else seed
         result, x0_out = fused_step_op(vs, params, signed_seed, offset, flags, name)
         if out is not None:
