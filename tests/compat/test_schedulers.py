@@ -100,6 +100,10 @@ DPM_CONFIGS = [
     ({"prediction_type": "v_prediction", "thresholding": True, "sample_max_value": 2.0}, 12),
     ({"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": False}, 20),
     ({"prediction_type": "sample", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, 30),
+    ({"use_karras_sigmas": True}, 20),
+    ({"use_karras_sigmas": True, "solver_order": 3, "beta_schedule": "squaredcos_cap_v2"}, 15),
+    ({"use_karras_sigmas": True, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+      "final_sigmas_type": "sigma_min"}, 50),  # rounding repeats low timesteps
 ]
 
 
@@ -116,6 +120,8 @@ EULER_CONFIGS = [
     ({"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, 20, {}),
     ({}, 20, {"s_churn": 5.0, "s_tmin": 0.1, "s_tmax": 10.0}),
     ({"prediction_type": "sample"}, 10, {}),
+    ({"use_karras_sigmas": True}, 20, {}),
+    ({"use_karras_sigmas": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 12, {}),
 ]
 
 
@@ -265,7 +271,9 @@ def test_bad_configs(error, match, call):
 
 
 def test_configs_with_unsupported_options_are_refused():
-    for theirs, ours in ((diffusers.EulerDiscreteScheduler(use_karras_sigmas=True), compat.EulerDiscreteScheduler),
+    for theirs, ours in ((diffusers.EulerDiscreteScheduler(use_exponential_sigmas=True),
+                          compat.EulerDiscreteScheduler),
+                         (diffusers.DDIMScheduler(rescale_betas_zero_snr=True), compat.DDIMScheduler),
                          (diffusers.DPMSolverMultistepScheduler(euler_at_final=True),
                           compat.DPMSolverMultistepScheduler)):
         with pytest.raises(ValueError, match="not supported"):

@@ -25,7 +25,7 @@ from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import discrete_timesteps
 from mridpm.dpm.discrete import ddim_coeffs, ddpm_coeffs
 from mridpm.dpm.dpm_solver import multistep_order, multistep_update
-from mridpm.dpm.schedules import DiscreteSchedule, make_betas
+from mridpm.dpm.schedules import DiscreteSchedule, karras_sigmas, make_betas
 from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
 
@@ -85,6 +85,8 @@ class _DiscreteScheduler:
         self.timesteps = torch.tensor(self._list, dtype=torch.long)
         self._step_index: int | None = None
         self._device_abar: dict[torch.device, torch.Tensor] = {}
+        abar = self.alphas_cumprod.numpy()
+        self._train_sigmas = np.sqrt((1 - abar) / abar)  # the variance-exploding scale, ascending in t
 
     @classmethod
     def from_config(cls, config: dict | None = None, **kwargs: Any) -> _DiscreteScheduler:
@@ -100,10 +102,22 @@ class _DiscreteScheduler:
                       timesteps: list[int] | None = None) -> None:
         """Chooses the sampling timesteps: num_inference_steps spaced by timestep_spacing, or a custom list."""
         ts = discrete_timesteps(self.schedule, timesteps, num_inference_steps, self.spacing, self.steps_offset)
+        self._set_list(ts, torch.long, device)
+
+    def _set_list(self, ts: list, dtype: torch.dtype, device: str | torch.device | None) -> None:
         self._list = ts
         self.num_inference_steps = len(ts)
-        self.timesteps = torch.tensor(ts, dtype=torch.long, device=device)
+        self.timesteps = torch.tensor(ts, dtype=dtype, device=device)
         self._step_index = None
+
+    def _karras(self, steps: object, sigma_min: float, sigma_max: float) -> tuple[list[float], np.ndarray]:
+        """Karras et al. (2022) sigmas for `steps` steps and their fractional training timesteps
+        (linear in log sigma between neighbouring training steps, as diffusers maps them)."""
+        self._check_steps(steps)
+        sigmas = karras_sigmas(steps, sigma_min, sigma_max)  # type: ignore[arg-type]
+        log_train = np.log(self._train_sigmas)
+        ts = np.interp(np.log(np.maximum(sigmas, 1e-10)), log_train, np.arange(len(log_train), dtype=np.float64))
+        return sigmas, ts
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
         return sample
@@ -166,6 +180,12 @@ class _DiscreteScheduler:
                               x0_coeffs=x0c, x0_weight=x0_weight, clamp=self.clip, threshold=self.threshold,
                               return_x0=True)
         return SchedulerOutput(prev, x0)
+
+
+def _vp_coefficients(sigma: float) -> tuple[float, float]:
+    """(alpha, sigma) of the variance-preserving process at variance-exploding noise level sigma."""
+    alpha = 1.0 / math.sqrt(1.0 + sigma * sigma)
+    return alpha, sigma * alpha
 
 
 def _schedule(num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str,
@@ -242,7 +262,8 @@ class DDIMScheduler(_DiscreteScheduler):
 
 class DPMSolverMultistepScheduler(_DiscreteScheduler):
     """diffusers' DPMSolverMultistepScheduler interface: DPM-Solver++ (2M or 3M, midpoint), its
-    timestep spacings, lower_order_final and final_sigmas_type "zero" or "sigma_min"."""
+    timestep spacings or Karras sigmas, lower_order_final and final_sigmas_type "zero" or "sigma_min".
+    Each step's coefficients come from its sigma, so Karras steps use their exact noise level."""
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
                  beta_schedule: str = "linear", trained_betas: Any = None, solver_order: int = 2,
@@ -250,7 +271,7 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
                  dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
                  algorithm_type: str = "dpmsolver++", solver_type: str = "midpoint", lower_order_final: bool = True,
                  final_sigmas_type: str = "zero", timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
+                 clip_sample: bool = False, clip_sample_range: float = 1.0, use_karras_sigmas: bool = False) -> None:
         if algorithm_type != "dpmsolver++" or solver_type != "midpoint":
             raise ValueError(f"only algorithm_type 'dpmsolver++' with solver_type 'midpoint' is supported, got "
                              f"{algorithm_type!r}, {solver_type!r}")
@@ -264,20 +285,33 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
                       timesteps: list[int] | None = None) -> None:
-        """num_inference_steps spaced as diffusers' DPM-Solver spaces them (n + 1 points, the last dropped)."""
-        if timesteps is None:
-            T, n = self.schedule.num_train_timesteps, num_inference_steps
-            self._check_steps(n)
-            if self.spacing == "linspace":
-                ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
-            elif self.spacing == "leading":
-                ts = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + self.steps_offset
-            elif self.spacing == "trailing":
-                ts = np.arange(T, 0, -T / n).round() - 1
-            else:
-                raise ValueError(f"unknown timestep_spacing {self.spacing!r}")
-            timesteps = [int(t) for t in ts]
-        super().set_timesteps(None, device, timesteps)
+        """num_inference_steps spaced as diffusers' DPM-Solver spaces them (n + 1 points, the last dropped),
+        or Karras sigmas over the whole training range at their rounded timesteps (repeats possible)."""
+        T = self.schedule.num_train_timesteps
+        if self.config.use_karras_sigmas:
+            if timesteps is not None:
+                raise ValueError("custom timesteps cannot be combined with use_karras_sigmas=True")
+            sigmas, ts = self._karras(num_inference_steps, float(self._train_sigmas[0]), float(self._train_sigmas[-1]))
+            if self.config.beta_schedule != "squaredcos_cap_v2":
+                ts = ts.round()
+            self._set_list([int(t) for t in ts], torch.long, device)
+        else:
+            if timesteps is None:
+                n = num_inference_steps
+                self._check_steps(n)
+                if self.spacing == "linspace":
+                    ts = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+                elif self.spacing == "leading":
+                    ts = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1] + self.steps_offset
+                elif self.spacing == "trailing":
+                    ts = np.arange(T, 0, -T / n).round() - 1
+                else:
+                    raise ValueError(f"unknown timestep_spacing {self.spacing!r}")
+                timesteps = [int(t) for t in ts]
+            super().set_timesteps(None, device, timesteps)
+            sigmas = [float(self._train_sigmas[t]) for t in self._list]
+        self.sigmas_list = [*sigmas, 0.0 if self.config.final_sigmas_type == "zero" else float(self._train_sigmas[0])]
+        self.sigmas = torch.tensor(self.sigmas_list, dtype=torch.float32)
         self._history, self._hs = [], []
 
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
@@ -286,11 +320,7 @@ class DPMSolverMultistepScheduler(_DiscreteScheduler):
         """One DPM-Solver++ step; deterministic (generator and variance_noise are accepted and unused)."""
         i = self._index(timestep)
         n = len(self._list)
-        coef_s = self.schedule.alpha_sigma(self._list[i])
-        if i + 1 < n:
-            coef_t = self.schedule.alpha_sigma(self._list[i + 1])
-        else:
-            coef_t = (1.0, 0.0) if self.config.final_sigmas_type == "zero" else self.schedule.alpha_sigma(0)
+        coef_s, coef_t = _vp_coefficients(self.sigmas_list[i]), _vp_coefficients(self.sigmas_list[i + 1])
         k = multistep_order(self.config.solver_order, len(self._history), i, n, self.config.lower_order_final,
                             coef_t[1])
         prev, x0 = multistep_update(sample, model_output.to(sample.dtype), self._history, self._hs, k,
@@ -309,18 +339,20 @@ class EulerDiscreteScheduler(_DiscreteScheduler):
                  beta_schedule: str = "linear", trained_betas: Any = None, prediction_type: str = "epsilon",
                  timestep_spacing: str = "linspace", steps_offset: int = 0, final_sigmas_type: str = "zero",
                  thresholding: bool = False, dynamic_thresholding_ratio: float = 0.995,
-                 sample_max_value: float = 1.0, clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
+                 sample_max_value: float = 1.0, clip_sample: bool = False, clip_sample_range: float = 1.0,
+                 use_karras_sigmas: bool = False) -> None:
         if final_sigmas_type not in ("zero", "sigma_min"):
             raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
         super().__init__(**_arguments(locals()))
-        abar = self.schedule.alphas_cumprod.numpy()
-        self._train_sigmas = np.sqrt((1 - abar) / abar)
         self.set_timesteps(self.schedule.num_train_timesteps)
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
                       timesteps: list[float] | None = None) -> None:
-        """Float timesteps spaced as diffusers' Euler spaces them, and their sigmas (last one 0 or sigma_min)."""
+        """Float timesteps spaced as diffusers' Euler spaces them, and their sigmas (last one 0 or sigma_min);
+        with use_karras_sigmas, Karras sigmas between the spaced ones' ends, at fractional timesteps."""
         T = self.schedule.num_train_timesteps
+        if timesteps is not None and self.config.use_karras_sigmas:
+            raise ValueError("custom timesteps cannot be combined with use_karras_sigmas=True")
         if timesteps is None:
             n = num_inference_steps
             self._check_steps(n)
@@ -335,13 +367,14 @@ class EulerDiscreteScheduler(_DiscreteScheduler):
             timesteps = [float(t) for t in ts]
         if any(not 0 <= t <= T - 1 for t in timesteps) or any(b >= a for a, b in itertools.pairwise(timesteps)):
             raise ValueError(f"timesteps must strictly decrease within [0, {T - 1}]")
+        sigmas = np.interp(timesteps, np.arange(T), self._train_sigmas).tolist()
+        if self.config.use_karras_sigmas:
+            sigmas, karras_ts = self._karras(len(sigmas), sigmas[-1], sigmas[0])
+            timesteps = [float(t) for t in np.float32(karras_ts)]
         last = 0.0 if self.config.final_sigmas_type == "zero" else float(self._train_sigmas[0])
-        self.sigmas_list = [*np.interp(timesteps, np.arange(T), self._train_sigmas).tolist(), last]
-        self._list = list(timesteps)
-        self.num_inference_steps = len(timesteps)
-        self.timesteps = torch.tensor(timesteps, dtype=torch.float32, device=device)
+        self.sigmas_list = [*sigmas, last]
+        self._set_list(list(timesteps), torch.float32, device)
         self.sigmas = torch.tensor(self.sigmas_list, dtype=torch.float32)
-        self._step_index = None
 
     @property
     def init_noise_sigma(self) -> float:  # type: ignore[override]

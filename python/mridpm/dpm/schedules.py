@@ -165,8 +165,8 @@ ContinuousSchedule = VPSchedule | SubVPSchedule | VESchedule
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
     """Karras et al. (2022) noise levels, descending, without the final 0."""
-    if steps < 1 or not 0 < sigma_min < sigma_max:
-        raise ValueError(f"need steps >= 1 and 0 < sigma_min < sigma_max, got {steps}, {sigma_min}, {sigma_max}")
+    if steps < 1 or not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need steps >= 1 and 0 < sigma_min <= sigma_max, got {steps}, {sigma_min}, {sigma_max}")
     ramp = np.linspace(0, 1, steps)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return [float(s) for s in (hi + ramp * (lo - hi)) ** rho]

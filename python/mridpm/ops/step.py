@@ -123,8 +123,9 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
     head = (_DTYPE_CODE[out.dtype], flags)
     if backend == "cpu":
         head += (torch.get_num_threads(),)
-    args = head + (batch, inner, _buffer(out, inner, keep), (0, 0, 0) if x0 is None else _buffer(x0, inner, keep),
-                   [_buffer(t, inner, keep) for t in inputs], p_arg, uniform, seed, offset)
+    x0_arg = (0, 0, 0) if x0 is None else _buffer(x0, inner, keep)
+    args = (*head, batch, inner, _buffer(out, inner, keep), x0_arg, [_buffer(t, inner, keep) for t in inputs],
+            p_arg, uniform, seed, offset)
     if backend == "cpu":
         ext.step_cpu(*args)
     else:
