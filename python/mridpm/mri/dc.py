@@ -1,0 +1,87 @@
+"""Data consistency: hard projection onto measured k-space, the likelihood gradient, and batched
+conjugate gradient on the normal equations. Inputs are checked here, once per call."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mridpm.mri.operators import LinearOperator, Sense, SingleCoil
+
+
+def _check_measurements(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(op, (Sense, SingleCoil)):
+        raise TypeError(f"op must be a Sense or SingleCoil operator, got {type(op).__name__}")
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor) or not t.is_complex():
+            raise TypeError(f"{name} must be a complex tensor")
+    if not bool(torch.isfinite(torch.view_as_real(y)).all()):
+        raise ValueError("y (the measured k-space) contains NaN or Inf")
+    if x.device != y.device:
+        raise ValueError(f"x is on {x.device} but y on {y.device}")
+    expected = (x.shape[0], op.maps.shape[1], *x.shape[1:]) if isinstance(op, Sense) else tuple(x.shape)
+    if tuple(y.shape) != expected:
+        raise ValueError(f"y must have shape {expected} for images of shape {tuple(x.shape)}, got {tuple(y.shape)}")
+
+
+def project(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float = 1.0) -> torch.Tensor:
+    """x* = S^H F^-1 [lam M y + (1 - lam) M F S x + (1 - M) F S x] (Song et al. 2022): replaces the
+    measured part of x's k-space by y (lam = 1) or moves it towards y; M must be 0/1 here, and for
+    multi-coil data the maps should satisfy sum_c |S_c|^2 = 1 where the object is."""
+    _check_measurements(op, x, y)
+    if not 0.0 <= lam <= 1.0 or not math.isfinite(lam):
+        raise ValueError(f"lam must lie in [0, 1], got {lam}")
+    if op.mask is None:
+        raise ValueError("projection needs a sampling mask on the operator")
+    m = op.mask.mask.to(x.device)
+    if bool(((m != 0) & (m != 1)).any()):
+        raise ValueError("projection needs a 0/1 mask (weights are for the gradient and CG)")
+    coil = op.coil.forward(x) if isinstance(op, Sense) else x
+    k = op.fft(coil)
+    k = k + (lam * m) * (y - k)
+    return op.coil.adjoint(op.fft.H(k)) if isinstance(op, Sense) else op.fft.H(k)
+
+
+def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.Tensor:
+    """A^H (y - A x): the direction that increases the Gaussian log-likelihood of y (times sigma^2)."""
+    _check_measurements(op, x, y)
+    return op.adjoint(y - op.forward(x))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample <a, b> = sum conj(a) b over all but the batch dimension, real part (Hermitian operators)."""
+    return torch.real((a.conj() * b).reshape(a.shape[0], -1).sum(dim=1))
+
+
+def conjugate_gradient(normal: LinearOperator, b: torch.Tensor, *, mu: float = 0.0, x0: torch.Tensor | None = None,
+                       iters: int = 10, tol: float = 0.0) -> torch.Tensor:
+    """Solves (normal + mu I) x = b per sample (normal Hermitian positive semi-definite, e.g. A.N), with
+    complex inner products r^H r; samples whose residual falls under tol * |b| stop updating. No host
+    synchronisation unless tol > 0 (then once per iteration, to stop early)."""
+    if not isinstance(b, torch.Tensor) or not b.is_complex():
+        raise TypeError("b must be a complex tensor")
+    if not math.isfinite(mu) or mu < 0:
+        raise ValueError(f"mu must be finite and >= 0, got {mu}")
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    shape = (-1,) + (1,) * (b.dim() - 1)
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - (normal(x) + mu * x) if x0 is not None else b.clone()
+    p = r.clone()
+    rr = _dot(r, r)
+    stop = (tol * tol) * _dot(b, b)
+    for _ in range(iters):
+        q = normal(p) + mu * p
+        pq = _dot(p, q)
+        active = rr > stop
+        alpha = torch.where(active & (pq > 0), rr / torch.where(pq > 0, pq, 1.0), 0.0)
+        x = x + alpha.reshape(shape) * p
+        r = r - alpha.reshape(shape) * q
+        rr_new = _dot(r, r)
+        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, 1.0), 0.0)
+        p = r + beta.reshape(shape) * p
+        rr = rr_new
+        if tol > 0 and not bool((rr > stop).any()):
+            break
+    return x

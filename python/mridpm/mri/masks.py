@@ -1,0 +1,162 @@
+"""Undersampling masks. The fastMRI classes draw exactly what fastMRI's own draw for a seed (same
+NumPy RandomState calls in the same order, same line counts and center placement); the others
+(variable-density Gaussian 1D, uniform random 2D) hit their acceleration exactly.
+Masks are float32 0/1 tensors; `acceleration` reports what a mask really achieves."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+@contextlib.contextmanager
+def _temp_seed(rng: np.random.RandomState, seed: int | Sequence[int] | None) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    state = rng.get_state()
+    rng.seed(seed)
+    try:
+        yield
+    finally:
+        rng.set_state(state)
+
+
+class MaskFunc:
+    """fastMRI's MaskFunc interface: mask_func(shape, offset=None, seed=None) -> (mask, num_low_frequencies),
+    lines along shape[-2] (fastMRI's real-view k-space (..., H, W, 2)); mask shaped [1, ..., W, 1]."""
+
+    def __init__(self, center_fractions: Sequence[float], accelerations: Sequence[float],
+                 allow_any_combination: bool = False, seed: int | None = None) -> None:
+        if len(center_fractions) != len(accelerations) and not allow_any_combination:
+            raise ValueError("center_fractions and accelerations must have the same length unless "
+                             "allow_any_combination=True")
+        if not center_fractions or any(not 0 <= c < 1 for c in center_fractions):
+            raise ValueError(f"center fractions must lie in [0, 1), got {list(center_fractions)}")
+        if not accelerations or any(a < 1 for a in accelerations):
+            raise ValueError(f"accelerations must be >= 1, got {list(accelerations)}")
+        self.center_fractions, self.accelerations = list(center_fractions), list(accelerations)
+        self.allow_any_combination = allow_any_combination
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(self, shape: Sequence[int], offset: int | None = None,
+                 seed: int | Sequence[int] | None = None) -> tuple[torch.Tensor, int]:
+        if len(shape) < 3:
+            raise ValueError("shape should have 3 or more dimensions (fastMRI's (..., H, W, 2) convention)")
+        with _temp_seed(self.rng, seed):
+            num_cols = shape[-2]
+            center_fraction, acceleration = self._choose()
+            num_low = round(num_cols * center_fraction)
+            center = np.zeros(num_cols, dtype=np.float32)
+            pad = (num_cols - num_low + 1) // 2
+            center[pad : pad + num_low] = 1
+            accel = self._acceleration_mask(num_cols, acceleration, offset, num_low)
+        mask = np.maximum(center, accel.astype(np.float32))
+        mask_shape = [1] * len(shape)
+        mask_shape[-2] = num_cols
+        return torch.from_numpy(mask.reshape(mask_shape).astype(np.float32)), num_low
+
+    def _choose(self) -> tuple[float, float]:
+        if self.allow_any_combination:
+            return self.rng.choice(self.center_fractions), self.rng.choice(self.accelerations)
+        choice = self.rng.randint(len(self.center_fractions))
+        return self.center_fractions[choice], self.accelerations[choice]
+
+    def _acceleration_mask(self, num_cols: int, acceleration: float, offset: int | None, num_low: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomMaskFunc(MaskFunc):
+    """Center lines plus each other line with p = (W / R - n_low) / (W - n_low): R holds on average only."""
+
+    def _acceleration_mask(self, num_cols: int, acceleration: float, offset: int | None, num_low: int) -> np.ndarray:
+        prob = (num_cols / acceleration - num_low) / (num_cols - num_low)
+        return self.rng.uniform(size=num_cols) < prob
+
+
+class EquiSpacedMaskFunc(MaskFunc):
+    """Center lines plus every R-th line from a (random) offset, as in GRAPPA acquisitions."""
+
+    def _acceleration_mask(self, num_cols: int, acceleration: float, offset: int | None, num_low: int) -> np.ndarray:
+        if offset is None:
+            offset = self.rng.randint(0, high=round(acceleration))
+        mask = np.zeros(num_cols, dtype=np.float32)
+        mask[offset :: int(acceleration)] = 1
+        return mask
+
+
+class EquispacedMaskFractionFunc(MaskFunc):
+    """fastMRI's equispaced mask of the public multi-coil data: spacing adjusted for the center lines."""
+
+    def _acceleration_mask(self, num_cols: int, acceleration: float, offset: int | None, num_low: int) -> np.ndarray:
+        adjusted = (acceleration * (num_low - num_cols)) / (num_low * acceleration - num_cols)
+        if offset is None:
+            offset = self.rng.randint(0, high=round(adjusted))
+        mask = np.zeros(num_cols)
+        mask[np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.uint)] = 1.0
+        return mask
+
+
+def _check_accel(acceleration: float, center: int, total: int) -> int:
+    if not math.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    target = round(total / acceleration)
+    if target < center:
+        raise ValueError(f"acceleration {acceleration} keeps {target} of {total} samples, fewer than the "
+                         f"{center} of the fully sampled center")
+    return target
+
+
+def gaussian_lines(width: int, acceleration: float, center_fraction: float = 0.08, std_fraction: float = 0.25,
+                   seed: int | None = None) -> torch.Tensor:
+    """1D variable density: the center lines plus lines drawn without replacement with Gaussian
+    probability (std = std_fraction * width), round(width / acceleration) lines in all; shape (width,)."""
+    num_low = round(width * center_fraction)
+    target = _check_accel(acceleration, num_low, width)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(width, dtype=np.float32)
+    pad = (width - num_low + 1) // 2
+    mask[pad : pad + num_low] = 1
+    rest = np.flatnonzero(mask == 0)
+    weights = np.exp(-0.5 * ((rest - width / 2) / (std_fraction * width)) ** 2)
+    pick = rng.choice(rest, size=target - num_low, replace=False, p=weights / weights.sum())
+    mask[pick] = 1
+    return torch.from_numpy(mask)
+
+
+def uniform_random_2d(shape: tuple[int, int], acceleration: float, calib: int = 0,
+                      seed: int | None = None) -> torch.Tensor:
+    """Points drawn uniformly without replacement plus a calib x calib center block; exactly
+    round(H W / acceleration) samples; shape (H, W)."""
+    h, w = shape
+    mask = _center_block(h, w, calib)
+    target = _check_accel(acceleration, int(mask.sum()), h * w)
+    rest = np.flatnonzero(mask.reshape(-1) == 0)
+    pick = np.random.default_rng(seed).choice(rest, size=target - int(mask.sum()), replace=False)
+    mask.reshape(-1)[pick] = 1
+    return torch.from_numpy(mask)
+
+
+def _center_block(h: int, w: int, calib: int) -> np.ndarray:
+    mask = np.zeros((h, w), dtype=np.float32)
+    if calib > 0:
+        if calib > min(h, w):
+            raise ValueError(f"calib {calib} exceeds the k-space size {(h, w)}")
+        r0, c0 = (h - calib + 1) // 2, (w - calib + 1) // 2
+        mask[r0 : r0 + calib, c0 : c0 + calib] = 1
+    return mask
+
+
+def acceleration(mask: torch.Tensor, shape: Sequence[int] | None = None) -> float:
+    """The acceleration a mask achieves on k-space of `shape` (the mask's own shape by default):
+    the number of k-space samples over the number sampled."""
+    full = tuple(mask.shape) if shape is None else tuple(shape)
+    m = torch.broadcast_to(mask, full)
+    sampled = float((m != 0).sum())
+    if sampled == 0:
+        raise ValueError("the mask samples nothing")
+    return m.numel() / sampled

@@ -1,0 +1,247 @@
+"""Immutable linear operators with forward, adjoint (.H) and normal (.N): the MRI forward models.
+
+Shapes: images (batch, *spatial), multi-coil k-space (batch, coils, *spatial), spatial being
+(H, W) or (D, H, W); everything complex. A mask is real and applied once, in the forward
+(M F S x) and once in the adjoint (S^H F^H M y), so N = S^H F^H M^2 F S, which is M for the
+usual 0/1 masks. (sigpy applies sqrt(weights) on both sides: the same for 0/1 masks.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mridpm.mri import fft as _fft
+
+
+class LinearOperator:
+    """A linear map; call it for the forward, .H is the adjoint, .N = .H @ self, @ composes."""
+
+    _frozen = False
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if self._frozen:
+            raise AttributeError(f"{type(self).__name__} is immutable; build a new operator instead")
+        super().__setattr__(name, value)
+
+    def _freeze(self) -> None:
+        object.__setattr__(self, "_frozen", True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adjoint(self.forward(x))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802 - the conventional name
+        return Adjoint(self)
+
+    @property
+    def N(self) -> LinearOperator:  # noqa: N802
+        return Normal(self)
+
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Compose(self, other)
+
+
+class Adjoint(LinearOperator):
+    def __init__(self, op: LinearOperator) -> None:
+        self.op = op
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.adjoint(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.forward(y)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802
+        return self.op
+
+
+class Normal(LinearOperator):
+    """A^H A, through the operator's own (possibly fused) normal."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        self.op = op
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.normal(x)
+
+    adjoint = forward  # self-adjoint
+
+
+class Compose(LinearOperator):
+    """outer @ inner: x -> outer(inner(x))."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        self.outer, self.inner = outer, inner
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer.forward(self.inner.forward(x))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+
+class Identity(LinearOperator):
+    def __init__(self) -> None:
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    adjoint = forward
+
+
+class FFT(LinearOperator):
+    """The centered orthonormal FFT over the last ndim (2 or 3) dimensions; unitary."""
+
+    def __init__(self, ndim: int = 2) -> None:
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+        self.ndim = ndim
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _fft.fftnc(x, self.ndim)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return _fft.ifftnc(y, self.ndim)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def check_mask(mask: object, name: str = "mask") -> torch.Tensor:
+    """A real, finite, non-negative mask tensor (bool or numbers), as float32, with some nonzero entry."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(mask).__name__}")
+    if mask.is_complex():
+        raise TypeError(f"{name} must be real (0/1 or sampling weights), got {mask.dtype}")
+    m = mask.to(torch.float32)
+    if m.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if not bool(torch.isfinite(m).all()) or bool((m < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative")
+    if not bool((m != 0).any()):
+        raise ValueError(f"{name} samples nothing (all zeros)")
+    return m
+
+
+class Mask(LinearOperator):
+    """Multiplication by a real sampling mask that broadcasts against k-space; self-adjoint."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.mask = check_mask(mask)
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _broadcasts(self.mask, x, "mask", "k-space")
+        return x * self.mask.to(x.device)
+
+    adjoint = forward
+
+
+def _broadcasts(a: torch.Tensor, b: torch.Tensor, a_name: str, b_name: str) -> None:
+    try:
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(f"{a_name} of shape {tuple(a.shape)} does not broadcast against {b_name} of shape "
+                         f"{tuple(b.shape)}") from None
+    if shape != b.shape:
+        raise ValueError(f"{a_name} of shape {tuple(a.shape)} would enlarge {b_name} of shape {tuple(b.shape)}")
+
+
+class CoilExpand(LinearOperator):
+    """S: image (batch, *spatial) -> coil images maps * x, (batch, coils, *spatial); adjoint sum_c conj(S_c) y_c."""
+
+    def __init__(self, maps: torch.Tensor, ndim: int = 2) -> None:
+        if not isinstance(maps, torch.Tensor) or not maps.is_complex():
+            raise TypeError("maps must be a complex tensor (batch, coils, *spatial)")
+        if maps.dim() != 2 + ndim:
+            raise ValueError(f"maps must have shape (batch, coils, *spatial) with {ndim} spatial dimensions, "
+                             f"got {tuple(maps.shape)}")
+        if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
+            raise ValueError("maps contain NaN or Inf")
+        self.maps, self.ndim = maps, ndim
+        self._freeze()
+
+    @property
+    def coils(self) -> int:
+        return self.maps.shape[1]
+
+    def _check_image(self, x: torch.Tensor) -> None:
+        _fft._check_complex("image", x, self.ndim + 1)
+        spatial = tuple(self.maps.shape[2:])
+        if x.dim() != self.ndim + 1 or tuple(x.shape[1:]) != spatial or self.maps.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"image must have shape (batch, {', '.join(map(str, spatial))}) with batch "
+                             f"{self.maps.shape[0]} or any batch for shared maps, got {tuple(x.shape)}")
+
+    def _check_coils(self, y: torch.Tensor) -> None:
+        _fft._check_complex("k-space", y, self.ndim + 2)
+        if y.dim() != self.ndim + 2 or y.shape[1] != self.coils:
+            raise ValueError(f"expected {self.coils} coils in (batch, coils, *spatial), got shape {tuple(y.shape)}")
+        if tuple(y.shape[2:]) != tuple(self.maps.shape[2:]) or self.maps.shape[0] not in (1, y.shape[0]):
+            raise ValueError(f"coil data of shape {tuple(y.shape)} does not match maps {tuple(self.maps.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_image(x)
+        return self.maps * x.unsqueeze(1)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self._check_coils(y)
+        return (self.maps.conj() * y).sum(dim=1)
+
+
+class SingleCoil(LinearOperator):
+    """A = M F: image (batch, *spatial) -> masked centered k-space of the same shape."""
+
+    def __init__(self, mask: torch.Tensor, ndim: int = 2) -> None:
+        self.fft, self.mask = FFT(ndim), Mask(mask)
+        self.ndim = ndim
+        self._freeze()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mask(self.fft(x))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.fft.H(self.mask(y))
+
+
+class Sense(LinearOperator):
+    """The multi-coil SENSE model A = M F S: image (batch, *spatial) -> masked k-space (batch, coils, *spatial).
+    mask None samples everything."""
+
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None, ndim: int = 2) -> None:
+        self.coil, self.fft = CoilExpand(maps, ndim), FFT(ndim)
+        self.mask = None if mask is None else Mask(mask)
+        if self.mask is not None:  # per-sample masks may go with shared maps
+            m = self.mask.mask
+            batch = m.shape[0] if m.dim() == maps.dim() else maps.shape[0]
+            _broadcasts(m, torch.empty((batch, *maps.shape[1:]), device="meta"), "mask", "k-space")
+        self.ndim = ndim
+        self._freeze()
+
+    @property
+    def maps(self) -> torch.Tensor:
+        return self.coil.maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.fft(self.coil(x))
+        return k if self.mask is None else self.mask(k)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self.coil._check_coils(y)
+        return self.coil.H(self.fft.H(y if self.mask is None else self.mask(y)))

@@ -1,0 +1,95 @@
+"""Masks: fastMRI's classes draw what fastMRI's own draw; the others hit their acceleration exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from mridpm.mri import masks
+
+CASES = [
+    ("RandomMaskFunc", [0.08], [4], (1, 640, 368, 2), 0),
+    ("RandomMaskFunc", [0.08, 0.04], [4, 8], (15, 640, 372, 2), 1234),
+    ("RandomMaskFunc", [0.04], [8], (1, 320, 321, 2), (7, 11)),
+    ("EquiSpacedMaskFunc", [0.08], [4], (1, 640, 368, 2), 5),
+    ("EquiSpacedMaskFunc", [0.08, 0.04], [4, 8], (1, 218, 170, 2), 9),
+    ("EquispacedMaskFractionFunc", [0.08], [4], (1, 640, 368, 2), 3),
+    ("EquispacedMaskFractionFunc", [0.04], [8], (1, 640, 333, 2), 17),
+]
+
+
+@pytest.mark.parametrize(("cls", "fractions", "accels", "shape", "seed"), CASES)
+def test_fastmri_masks_equal_fastmri_own(fastmri_module, cls, fractions, accels, shape, seed):
+    theirs_mod = fastmri_module("data/subsample.py")
+    ours, theirs = getattr(masks, cls)(fractions, accels), getattr(theirs_mod, cls)(fractions, accels)
+    for offset in (None, 1):
+        m_ours, low_ours = ours(shape, offset=offset, seed=seed)
+        m_theirs, low_theirs = theirs(shape, offset=offset, seed=seed)
+        assert low_ours == low_theirs
+        assert m_ours.shape == m_theirs.shape == (1,) * (len(shape) - 2) + (shape[-2], 1)
+        assert torch.equal(m_ours, m_theirs)
+    # a seeded call leaves the generator where it was, as fastMRI's does
+    ours_free = getattr(masks, cls)(fractions, accels, seed=3)
+    first = ours_free(shape)[0]
+    ours_free(shape, seed=99)
+    again = getattr(masks, cls)(fractions, accels, seed=3)
+    again(shape)
+    assert torch.equal(ours_free(shape)[0], again(shape)[0])
+    assert not torch.equal(first, ours_free(shape, seed=99)[0]) or cls != "RandomMaskFunc"
+
+
+def test_fastmri_center_lines():
+    mask, low = masks.RandomMaskFunc([0.08], [4])((1, 320, 368, 2), seed=0)
+    cols = mask.reshape(-1)
+    assert low == round(368 * 0.08)
+    pad = (368 - low + 1) // 2
+    assert bool(cols[pad : pad + low].all())
+
+
+@pytest.mark.parametrize(("width", "accel"), [(368, 4), (372, 8), (101, 3.3)])
+def test_gaussian_lines_hit_the_acceleration_exactly(width, accel):
+    m = masks.gaussian_lines(width, accel, center_fraction=0.08, seed=0)
+    assert int(m.sum()) == round(width / accel)
+    low = round(width * 0.08)
+    pad = (width - low + 1) // 2
+    assert bool(m[pad : pad + low].all())
+    assert torch.equal(m, masks.gaussian_lines(width, accel, center_fraction=0.08, seed=0))
+    assert not torch.equal(m, masks.gaussian_lines(width, accel, center_fraction=0.08, seed=1))
+    # denser in the middle: over many draws, the central half holds most of the random lines
+    middle = total = 0.0
+    for seed in range(30):
+        rest = masks.gaussian_lines(width, accel, center_fraction=0.08, seed=seed)
+        rest[pad : pad + low] = 0
+        middle, total = middle + float(rest[width // 4 : 3 * width // 4].sum()), total + float(rest.sum())
+    assert middle > 0.6 * total
+
+
+def test_uniform_random_2d_and_acceleration():
+    m = masks.uniform_random_2d((40, 30), 6.0, calib=8, seed=2)
+    assert int(m.sum()) == round(1200 / 6)
+    assert bool(m[16:24, 11:19].all())
+    assert masks.acceleration(m) == pytest.approx(6.0, rel=1e-2)
+    line = torch.zeros(1, 10)
+    line[0, ::2] = 1
+    assert masks.acceleration(line, (4, 8, 10)) == 2.0
+
+
+def test_fastmri_random_mask_acceleration_is_only_on_average():
+    func = masks.RandomMaskFunc([0.08], [4])
+    achieved = [masks.acceleration(func((1, 320, 368, 2), seed=s)[0].reshape(-1)) for s in range(50)]
+    assert min(achieved) < 4 < max(achieved)
+    assert np.mean([1 / a for a in achieved]) == pytest.approx(0.25, rel=0.03)
+
+
+BAD = [
+    (ValueError, "same length", lambda: masks.RandomMaskFunc([0.08, 0.04], [4])),
+    (ValueError, "3 or more", lambda: masks.RandomMaskFunc([0.08], [4])((320, 368))),
+    (ValueError, "fewer than", lambda: masks.gaussian_lines(100, 50, center_fraction=0.1)),
+    (ValueError, "acceleration", lambda: masks.uniform_random_2d((8, 8), 0.5)),
+    (ValueError, "nothing", lambda: masks.acceleration(torch.zeros(5))),
+]
+
+
+@pytest.mark.parametrize(("error", "match", "call"), BAD, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD)])
+def test_bad_input(error, match, call):
+    with pytest.raises(error, match=match):
+        call()
