@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dc.h"
 #include "step.h"
 
 namespace py = pybind11;
@@ -67,6 +68,44 @@ void step_cuda(int dtype, int flags, std::int64_t batch, std::int64_t inner, con
   raise_on(mridpm::step_cuda(a, stream));
 }
 
+// Data-consistency kernels: sizes (batch, coils, n, h, w, maps_batch, mask_batch, mask_coils), the
+// buffers as (pointer, capacity in floats) pairs, and the scalars (a, lam, ysign).
+using Pair = std::array<std::int64_t, 2>;
+
+mridpm::DcArgs dc_args(int op, int flags, int nthreads, const std::array<std::int64_t, 8>& sizes,
+                       const std::array<Pair, 6>& buffers, const std::array<float, 3>& scalars) {
+  mridpm::DcArgs a;
+  a.op = op;
+  a.flags = flags;
+  a.nthreads = nthreads < 1 ? 1 : nthreads;
+  a.batch = sizes[0];
+  a.coils = sizes[1];
+  a.n = sizes[2];
+  a.h = sizes[3];
+  a.w = sizes[4];
+  a.maps_batch = sizes[5];
+  a.mask_batch = sizes[6];
+  a.mask_coils = sizes[7];
+  mridpm::Buffer* slots[6] = {&a.x, &a.maps, &a.k, &a.y, &a.mask, &a.out};
+  for (int j = 0; j < 6; ++j) *slots[j] = {static_cast<std::uintptr_t>(buffers[j][0]), 0, buffers[j][1]};
+  a.a = scalars[0];
+  a.lam = scalars[1];
+  a.ysign = scalars[2];
+  return a;
+}
+
+void dc_cpu(int op, int flags, int nthreads, const std::array<std::int64_t, 8>& sizes,
+            const std::array<Pair, 6>& buffers, const std::array<float, 3>& scalars) {
+  const auto a = dc_args(op, flags, nthreads, sizes, buffers, scalars);
+  py::gil_scoped_release release;
+  raise_on(mridpm::dc_cpu(a));
+}
+
+void dc_cuda(int op, int flags, const std::array<std::int64_t, 8>& sizes, const std::array<Pair, 6>& buffers,
+             const std::array<float, 3>& scalars, std::uintptr_t stream) {
+  raise_on(mridpm::dc_cuda(dc_args(op, flags, 1, sizes, buffers, scalars), stream));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -74,4 +113,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_built") = mridpm::cuda_built();
   m.def("step_cpu", &step_cpu, "Fused sampler step on the CPU");
   m.def("step_cuda", &step_cuda, "Fused sampler step on a CUDA stream");
+  m.def("dc_cpu", &dc_cpu, "Data-consistency kernel (expand, blend, combine) on the CPU");
+  m.def("dc_cuda", &dc_cuda, "Data-consistency kernel on a CUDA stream");
 }

@@ -142,6 +142,11 @@ void launch(const StepArgs& a, cudaStream_t stream) {
 
 bool cuda_built() { return true; }
 
+const char* set_cuda_error(cudaError_t err) {
+  g_last_error = cudaGetErrorString(err);
+  return g_last_error.c_str();
+}
+
 const char* last_cuda_error() { return g_last_error.c_str(); }
 
 int step_cuda(const StepArgs& a, std::uintptr_t stream_handle) {

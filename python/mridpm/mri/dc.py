@@ -7,7 +7,9 @@ import math
 
 import torch
 
+from mridpm.mri import fft as _fft
 from mridpm.mri.operators import LinearOperator, Sense, SingleCoil
+from mridpm.ops import dc as dc_ops
 
 
 def _check_measurements(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -16,7 +18,7 @@ def _check_measurements(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) ->
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_complex():
             raise TypeError(f"{name} must be a complex tensor")
-    if not bool(torch.isfinite(torch.view_as_real(y)).all()):
+    if not math.isfinite(float(torch.view_as_real(y).sum(dtype=torch.float64))):  # one pass; NaN/Inf propagate
         raise ValueError("y (the measured k-space) contains NaN or Inf")
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y on {y.device}")
@@ -34,19 +36,45 @@ def project(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float
         raise ValueError(f"lam must lie in [0, 1], got {lam}")
     if op.mask is None:
         raise ValueError("projection needs a sampling mask on the operator")
-    m = op.mask.mask.to(x.device)
-    if bool(((m != 0) & (m != 1)).any()):
+    if not op.mask.binary:
         raise ValueError("projection needs a 0/1 mask (weights are for the gradient and CG)")
-    coil = op.coil.forward(x) if isinstance(op, Sense) else x
-    k = op.fft(coil)
-    k = k + (lam * m) * (y - k)
-    return op.coil.adjoint(op.fft.H(k)) if isinstance(op, Sense) else op.fft.H(k)
+    return _blended(x, y, op, lam, 1.0)
 
 
 def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.Tensor:
     """A^H (y - A x): the direction that increases the Gaussian log-likelihood of y (times sigma^2)."""
     _check_measurements(op, x, y)
+    if op.mask is not None and op.mask.binary:
+        return _blended(x, y, op, 1.0, 0.0)  # M (y - M k) = M (y - k) for 0/1 masks
     return op.adjoint(y - op.forward(x))
+
+
+def _blended(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float, keep: float) -> torch.Tensor:
+    """S^H F^H [keep k + lam M (y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
+    inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs."""
+    multi = isinstance(op, Sense)
+    ndim = op.ndim
+    spatial = tuple(x.shape[-ndim:])
+    maps = op.maps if multi else torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
+    y_coils = y if multi else y.unsqueeze(1)
+    mask = op.mask.mask if op.mask is not None else torch.ones(1)
+    dims = tuple(range(-ndim, 0))
+    if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
+        k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
+        k = keep * k + (lam * mask.to(x.device)) * (y_coils - k)
+        out = (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
+        return out
+    even = all(n % 2 == 0 for n in spatial)
+    v = dc_ops.coil_expand(x, maps, sign=even)
+    if even:
+        k = torch.fft.fftn(v, dim=dims, norm="ortho")
+        k = dc_ops.kspace_blend(k, y_coils, mask, lam=lam, keep=keep, ysign=float(_fft.checkerboard_constant(spatial)),
+                                sign=True)
+        u = torch.fft.ifftn(k, dim=dims, norm="ortho")
+    else:
+        k = dc_ops.kspace_blend(_fft.fftnc(v, ndim), y_coils, mask, lam=lam, keep=keep)
+        u = _fft.ifftnc(k, ndim)
+    return dc_ops.coil_combine(u, maps, sign=even)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -145,6 +145,7 @@ class Mask(LinearOperator):
 
     def __init__(self, mask: torch.Tensor) -> None:
         self.mask = check_mask(mask)
+        self.binary = bool(((self.mask == 0) | (self.mask == 1)).all())  # decided once, not per call
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+// Fused data-consistency kernels on complex64 data (float pairs), contiguous buffers:
+//   expand:  out[b,c,i] = g(i) * maps[b',c,i] * x[b,i]                          (B, C, N)
+//   blend:   out[b,c,i] = a * k[b,c,i] + lam * m[b'',c'',i] * (ys * g(i) * y[b,c,i] - k[b,c,i])
+//   combine: out[b,i]   = g(i) * sum_c conj(maps[b',c,i]) * k[b,c,i]             (B, N)
+// with b' = b or 0 (maps shared), b'' and c'' likewise for the real mask, and g(i) the
+// checkerboard (-1)^(d+h+w) of the flattened spatial index i (when kSign) or 1. Around an
+// unshifted orthonormal FFT, g folds the centered FFT's shifts for even sizes (see mri/fft.py).
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace mridpm {
+
+enum DcOp : int { kExpand = 0, kBlend = 1, kCombine = 2 };
+enum DcFlags : int { kSign = 1 };
+
+struct DcArgs {
+  int op = kExpand;
+  int flags = 0;
+  int nthreads = 1;
+  std::int64_t batch = 0, coils = 0, n = 0;  // n = D * H * W
+  std::int64_t h = 1, w = 1;                 // the last two spatial sizes, for the sign
+  std::int64_t maps_batch = 1, mask_batch = 1, mask_coils = 1;
+  Buffer x, maps, k, y, mask, out;  // capacities in floats; batch_stride unused
+  float a = 1.0f, lam = 1.0f, ysign = 1.0f;
+};
+
+MRIDPM_HD float dc_sign(const DcArgs& a, std::int64_t i) {
+  if (!(a.flags & kSign)) return 1.0f;
+  const std::int64_t w = i % a.w, h = (i / a.w) % a.h, d = i / (a.w * a.h);
+  return ((d + h + w) & 1) ? -1.0f : 1.0f;
+}
+
+inline bool dc_holds(const Buffer& b, std::int64_t floats) {
+  return b.ptr != 0 && b.capacity >= floats;
+}
+
+// Checks every size and extent the kernels will use; kOk when the call is safe.
+inline int check_dc(const DcArgs& a) {
+  if (a.op < kExpand || a.op > kCombine) return kBadFlags;
+  if ((a.flags & ~kSign) != 0) return kBadFlags;
+  if (a.batch < 0 || a.coils < 0 || a.n < 0 || a.h < 1 || a.w < 1) return kBadShape;
+  if (a.batch == 0 || a.coils == 0 || a.n == 0) return kOk;
+  if ((a.flags & kSign) && (a.n % (a.h * a.w)) != 0) return kBadShape;
+  const std::int64_t lim = INT64_MAX / 4;
+  if (a.n > lim / a.coils || a.batch > lim / (a.coils * a.n)) return kOutOfBounds;
+  const std::int64_t coil_data = 2 * a.batch * a.coils * a.n, image = 2 * a.batch * a.n;
+  if (a.op != kBlend) {
+    if (a.maps_batch != 1 && a.maps_batch != a.batch) return kBadShape;
+    if (!dc_holds(a.maps, 2 * a.maps_batch * a.coils * a.n)) return kOutOfBounds;
+  }
+  switch (a.op) {
+    case kExpand:
+      return dc_holds(a.x, image) && dc_holds(a.out, coil_data) ? kOk : kOutOfBounds;
+    case kCombine:
+      return dc_holds(a.k, coil_data) && dc_holds(a.out, image) ? kOk : kOutOfBounds;
+    default:
+      if ((a.mask_batch != 1 && a.mask_batch != a.batch) || (a.mask_coils != 1 && a.mask_coils != a.coils))
+        return kBadShape;
+      if (!dc_holds(a.mask, a.mask_batch * a.mask_coils * a.n)) return kOutOfBounds;
+      return dc_holds(a.k, coil_data) && dc_holds(a.y, coil_data) && dc_holds(a.out, coil_data) ? kOk
+                                                                                               : kOutOfBounds;
+  }
+}
+
+int dc_cpu(const DcArgs& a);
+int dc_cuda(const DcArgs& a, std::uintptr_t stream);
+
+}  // namespace mridpm

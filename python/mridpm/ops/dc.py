@@ -1,0 +1,171 @@
+"""Fused data-consistency kernels, the pointwise work around the FFTs of every DC step:
+
+    coil_expand:  out[b, c] = g * maps[b, c] * x[b]                               (batch, coils, *spatial)
+    kspace_blend: out = keep * k + lam * mask * (ysign * g * y - k)               (batch, coils, *spatial)
+    coil_combine: out[b] = g * sum_c conj(maps[b, c]) * k[b, c]                   (batch, *spatial)
+
+g is the checkerboard (-1)^(sum of spatial indices) when sign=True, else 1: for even sizes it
+turns an unshifted orthonormal FFT into the centered one (mri/fft.py). complex64 data, maps
+and masks may be shared across the batch (leading size 1), the mask also across coils.
+The reference below is the ground truth; C++, CUDA and Triton match it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from mridpm import _ext
+from mridpm.ops._backend import resolve
+
+_OPS = {"expand": 0, "blend": 1, "combine": 2}
+
+
+def _sign_grid(spatial: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """(-1)^(d + h + w) over the spatial shape (only the last two dimensions and the flat index matter)."""
+    n = math.prod(spatial)
+    h, w = (spatial[-2], spatial[-1]) if len(spatial) >= 2 else (1, spatial[-1])
+    i = torch.arange(n, device=device)
+    parity = (i % w + (i // w) % h + i // (w * h)) % 2
+    return (1 - 2 * parity).to(torch.float32).reshape(spatial)
+
+
+def dc_reference(op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float,
+                 ysign: float, sign: bool) -> torch.Tensor:
+    """The three kernels in plain PyTorch (differentiable), on checked tensors."""
+    spatial = tuple(a.shape[2:]) if op != "expand" else tuple(a.shape[1:])
+    g = _sign_grid(spatial, a.device) if sign else None
+    if op == "expand":
+        out = b * a.unsqueeze(1)
+        return out if g is None else out * g
+    if op == "blend":
+        y = ysign * b if g is None else (ysign * g) * b
+        return keep * a + (lam * mask) * (y - a)
+    out = (b.conj() * a).sum(dim=1)
+    return out if g is None else out * g
+
+
+def _check_complex64(name: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.dtype != torch.complex64:
+        raise TypeError(f"{name} must be complex64, got {t.dtype}")
+    return t
+
+
+def _check_maps(maps: torch.Tensor, batch: int, coils: int | None, spatial: tuple[int, ...], device) -> None:
+    _check_complex64("maps", maps)
+    if maps.dim() != len(spatial) + 2 or tuple(maps.shape[2:]) != spatial or maps.shape[0] not in (1, batch):
+        raise ValueError(f"maps must have shape ({batch} or 1, coils, {', '.join(map(str, spatial))}), "
+                         f"got {tuple(maps.shape)}")
+    if coils is not None and maps.shape[1] != coils:
+        raise ValueError(f"maps have {maps.shape[1]} coils but the k-space has {coils}")
+    if maps.device != device:
+        raise ValueError(f"maps are on {maps.device}, the data on {device}")
+
+
+def _mask_table(mask: object, k: torch.Tensor) -> torch.Tensor:
+    """The real mask as a contiguous float32 (batch or 1, coils or 1, *spatial) table on k's device."""
+    if not isinstance(mask, torch.Tensor) or mask.is_complex():
+        raise TypeError("mask must be a real tensor")
+    if mask.dim() > k.dim():
+        raise ValueError(f"mask of shape {tuple(mask.shape)} has more dimensions than k-space {tuple(k.shape)}")
+    m = mask.to(k.device, torch.float32).reshape((1,) * (k.dim() - mask.dim()) + tuple(mask.shape))
+    try:
+        torch.broadcast_shapes(m.shape, k.shape)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast against k-space "
+                         f"{tuple(k.shape)}") from None
+    if any(ms not in (1, ks) for ms, ks in zip(m.shape, k.shape, strict=True)):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast against k-space {tuple(k.shape)}")
+    return m.expand(m.shape[0], m.shape[1], *k.shape[2:]).contiguous()
+
+
+def _finite(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float,
+            lam: float, ysign: float, sign: bool) -> torch.Tensor:
+    if name == "ref":
+        return dc_reference(op, a, b, mask, keep, lam, ysign, sign)
+    a, b = a.contiguous(), b.contiguous()
+    batch = a.shape[0]
+    if op == "expand":
+        coils, spatial = b.shape[1], tuple(a.shape[1:])
+        out = a.new_empty((batch, coils, *spatial))
+    else:
+        coils, spatial = a.shape[1], tuple(a.shape[2:])
+        out = torch.empty_like(a) if op == "blend" else a.new_empty((batch, *spatial))
+    n = math.prod(spatial)
+    h, w = (spatial[-2], spatial[-1]) if len(spatial) >= 2 else (1, spatial[-1])
+    sizes = {"batch": batch, "coils": coils, "n": n, "h": h, "w": w,
+             "maps_batch": b.shape[0] if op != "blend" else 1,
+             "mask_batch": mask.shape[0] if mask is not None else 1,
+             "mask_coils": mask.shape[1] if mask is not None else 1}
+    if out.numel() == 0:
+        return out
+    if name == "triton":
+        from mridpm.kernels.triton import dc as triton_dc
+
+        with torch.cuda.device(a.device) if a.is_cuda else contextlib.nullcontext():
+            triton_dc.run(op, a, b, mask, out, sizes, keep, lam, ysign, sign)
+        return out
+
+    def pair(t: torch.Tensor | None) -> tuple[int, int]:
+        return (0, 0) if t is None else (t.data_ptr(), t.numel() * (2 if t.is_complex() else 1))
+
+    roles = {"expand": (a, b, None, None), "combine": (None, b, a, None), "blend": (None, None, a, b)}
+    x, maps, k, y = roles[op]
+    ext = _ext.extension()
+    assert ext is not None
+    args = ([sizes[key] for key in ("batch", "coils", "n", "h", "w", "maps_batch", "mask_batch", "mask_coils")],
+            [pair(x), pair(maps), pair(k), pair(y), pair(mask), pair(out)], [keep, lam, ysign])
+    if name == "cpu":
+        ext.dc_cpu(_OPS[op], int(sign), torch.get_num_threads(), *args)
+    else:
+        with torch.cuda.device(a.device):
+            ext.dc_cuda(_OPS[op], int(sign), *args, torch.cuda.current_stream(a.device).cuda_stream)
+    return out
+
+
+def _needs_grad(*ts: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def coil_expand(x: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, backend: str | None = None
+                ) -> torch.Tensor:
+    """maps * x per coil: x (batch, *spatial), maps (batch or 1, coils, *spatial) -> (batch, coils, *spatial)."""
+    _check_complex64("x", x)
+    if x.dim() < 2:
+        raise ValueError(f"x must be (batch, *spatial), got shape {tuple(x.shape)}")
+    _check_maps(maps, x.shape[0], None, tuple(x.shape[1:]), x.device)
+    return _launch(resolve(backend, x.device, _needs_grad(x, maps)), "expand", x, maps, None, 1.0, 1.0, 1.0, sign)
+
+
+def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: float = 1.0, keep: float = 1.0,
+                 ysign: float = 1.0, sign: bool = False, backend: str | None = None) -> torch.Tensor:
+    """keep * k + lam * mask * (ysign * g * y - k): the projection's blend (keep = 1) or the gradient's
+    residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, broadcastable."""
+    _check_complex64("k", k)
+    _check_complex64("y", y)
+    if k.dim() < 3 or y.shape != k.shape or y.device != k.device:
+        raise ValueError(f"k and y must be (batch, coils, *spatial) of one shape and device, got {tuple(k.shape)} "
+                         f"on {k.device} and {tuple(y.shape)} on {y.device}")
+    table = _mask_table(mask, k)
+    lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
+    return _launch(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign)
+
+
+def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, backend: str | None = None
+                 ) -> torch.Tensor:
+    """sum_c conj(maps_c) * k_c: k (batch, coils, *spatial) -> (batch, *spatial)."""
+    _check_complex64("k", k)
+    if k.dim() < 3:
+        raise ValueError(f"k must be (batch, coils, *spatial), got shape {tuple(k.shape)}")
+    _check_maps(maps, k.shape[0], k.shape[1], tuple(k.shape[2:]), k.device)
+    return _launch(resolve(backend, k.device, _needs_grad(k, maps)), "combine", k, maps, None, 1.0, 1.0, 1.0, sign)

@@ -1,0 +1,128 @@
+"""The data-consistency kernels: every backend against the reference; the C++ guards; bad input."""
+
+import pytest
+import torch
+
+from mridpm import _ext, mri
+from mridpm.mri.coils import birdcage_maps
+from mridpm.ops import dc
+
+G = torch.Generator().manual_seed(0)
+
+
+def crandn(*shape):
+    return torch.randn(*shape, generator=G, dtype=torch.complex64)
+
+
+CASES = [  # (batch, coils, spatial, maps batch, mask shape)
+    (1, 1, (8, 10), 1, (10,)),
+    (3, 15, (9, 7), 1, (1, 1, 9, 7)),
+    (3, 15, (8, 6), 3, (3, 1, 1, 6)),
+    (1, 15, (7, 11), 1, (1, 15, 7, 11)),
+    (3, 4, (4, 6, 5), 3, (6, 1)),
+    (3, 2, (4, 6, 8), 1, (3, 2, 4, 6, 8)),
+]
+
+
+@pytest.mark.parametrize(("batch", "coils", "spatial", "maps_batch", "mask_shape"), CASES,
+                         ids=[f"{c[0]}x{c[1]}x{'x'.join(map(str, c[2]))}" for c in CASES])
+@pytest.mark.parametrize("sign", [False, True])
+def test_every_backend_matches_the_reference(kernel, tol, batch, coils, spatial, maps_batch, mask_shape, sign):
+    backend, device = kernel
+    x, maps = crandn(batch, *spatial).to(device), crandn(maps_batch, coils, *spatial).to(device)
+    k, y = crandn(batch, coils, *spatial).to(device), crandn(batch, coils, *spatial).to(device)
+    mask = (torch.rand(mask_shape, generator=G) < 0.5).float().to(device)
+    t = tol[torch.complex64]
+    for fn, args, kw in [
+        (dc.coil_expand, (x, maps), {}),
+        (dc.kspace_blend, (k, y, mask), {"lam": 0.7, "keep": 1.0, "ysign": -1.0}),
+        (dc.kspace_blend, (k, y, mask + 0.5), {"lam": 1.0, "keep": 0.0}),
+        (dc.coil_combine, (k, maps), {}),
+    ]:
+        want = fn(*args, sign=sign, backend="ref", **kw)
+        got = fn(*args, sign=sign, backend=backend, **kw)
+        torch.testing.assert_close(got, want, **t)
+
+
+def test_reference_sign_is_the_fft_checkerboard():
+    s = mri.fft.checkerboard((6, 8))
+    torch.testing.assert_close(dc._sign_grid((6, 8), torch.device("cpu")), s)
+    s3 = mri.fft.checkerboard((4, 6, 8))
+    torch.testing.assert_close(dc._sign_grid((4, 6, 8), torch.device("cpu")), s3)
+
+
+@pytest.mark.parametrize("spatial", [(10, 12), (9, 7)])
+@pytest.mark.parametrize("coils", [1, 15])
+def test_fused_projection_and_gradient_equal_the_plain_operator_math(spatial, coils):
+    maps = birdcage_maps(coils, spatial).unsqueeze(0)
+    mask = (torch.rand(spatial[-1], generator=G) < 0.4).float()
+    mask[spatial[-1] // 2] = 1
+    A = mri.Sense(maps, mask)
+    x, y = crandn(3, *spatial), A(crandn(3, *spatial))
+    k = mri.fft2c(maps * x.unsqueeze(1))
+    want = (maps.conj() * mri.ifft2c(k + 0.6 * mask * (y - k))).sum(1)
+    torch.testing.assert_close(mri.project(x, y, A, lam=0.6), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mri.gradient(x, y, A), A.H(y - A(x)), rtol=1e-5, atol=1e-5)
+    single = mri.SingleCoil(mask)
+    ys = single(crandn(3, *spatial))
+    torch.testing.assert_close(mri.gradient(x, ys, single), single.H(ys - single(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not _ext.cpu_built(), reason="extension not built")
+class TestExtensionGuards:
+    """The C++ layer checks sizes again and never touches memory outside the buffers it is given."""
+
+    def setup_method(self):
+        self.buf = torch.zeros(2 * 64)
+
+    def call(self, op=0, flags=0, sizes=None, buffers=None):
+        p = (self.buf.data_ptr(), self.buf.numel())
+        sizes = sizes or [1, 2, 16, 4, 4, 1, 1, 1]  # batch, coils, n, h, w, maps_batch, mask_batch, mask_coils
+        buffers = buffers or [p, p, p, p, p, p]
+        _ext.extension().dc_cpu(op, flags, 1, sizes, buffers, [1.0, 1.0, 1.0])
+
+    def test_valid_calls_run(self):
+        for op in (0, 1, 2):
+            self.call(op=op)
+
+    @pytest.mark.parametrize(("kw", "match"), [
+        ({"op": 3}, "flag"),
+        ({"flags": 2}, "flag"),
+        ({"sizes": [1, 2, 64, 4, 4, 1, 1, 1]}, "smaller than the extent"),
+        ({"sizes": [1, 2, 16, 4, 4, 2, 1, 1]}, "non-negative"),
+        ({"sizes": [1, 2, 16, 4, 4, 1, 3, 1], "op": 1}, "non-negative"),
+        ({"sizes": [-1, 2, 16, 4, 4, 1, 1, 1]}, "non-negative"),
+        ({"sizes": [1, 2, 15, 4, 4, 1, 1, 1], "flags": 1}, "non-negative"),
+        ({"sizes": [2**40, 2**20, 2**20, 4, 4, 1, 1, 1]}, "smaller than the extent"),
+        ({"buffers": [(0, 0)] * 6}, "smaller than the extent"),
+    ])
+    def test_bad_arguments_raise(self, kw, match):
+        with pytest.raises(ValueError, match=match):
+            self.call(**kw)
+
+
+BAD = [
+    (TypeError, "complex64", lambda: dc.coil_expand(torch.randn(1, 4, 4), crandn(1, 2, 4, 4))),
+    (TypeError, "complex64", lambda: dc.coil_combine(crandn(1, 2, 4, 4).to(torch.complex128), crandn(1, 2, 4, 4))),
+    (ValueError, "coils", lambda: dc.coil_combine(crandn(1, 3, 4, 4), crandn(1, 2, 4, 4))),
+    (ValueError, "maps must have shape", lambda: dc.coil_expand(crandn(2, 4, 4), crandn(3, 2, 4, 4))),
+    (ValueError, "broadcast", lambda: dc.kspace_blend(crandn(1, 2, 4, 4), crandn(1, 2, 4, 4), torch.ones(3, 4))),
+    (TypeError, "real", lambda: dc.kspace_blend(crandn(1, 2, 4, 4), crandn(1, 2, 4, 4), crandn(4))),
+    (ValueError, "finite", lambda: dc.kspace_blend(crandn(1, 2, 4, 4), crandn(1, 2, 4, 4), torch.ones(4),
+                                                   lam=float("nan"))),
+    (ValueError, "same shape|one shape", lambda: dc.kspace_blend(crandn(1, 2, 4, 4), crandn(1, 3, 4, 4),
+                                                                 torch.ones(4))),
+]
+
+
+@pytest.mark.parametrize(("error", "match", "call"), BAD, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD)])
+def test_bad_input(error, match, call):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_autograd_goes_through_the_reference():
+    x = crandn(2, 6, 6).requires_grad_()
+    out = dc.coil_expand(x, crandn(1, 3, 6, 6), sign=True)
+    out.abs().sum().backward()
+    assert x.grad is not None
