@@ -54,3 +54,24 @@ def sense_combine(coil_images: torch.Tensor, maps: torch.Tensor, eps: float = 1e
     num = (maps.conj() * coil_images).sum(1)
     den = (maps.abs() ** 2).sum(1)
     return torch.where(den > eps, num / den.clamp_min(eps), torch.zeros_like(num))
+
+
+def coil_compression(kspace: torch.Tensor, virtual_coils: int) -> torch.Tensor:
+    """Per-sample SVD coil compression matrices (batch, virtual, coils): the leading left singular
+    vectors of the (coils, samples) data, conjugated, so compressed = matrix @ coils."""
+    if not isinstance(kspace, torch.Tensor) or not kspace.is_complex() or kspace.dim() < 3:
+        raise TypeError("kspace must be a complex (batch, coils, *spatial) tensor")
+    coils = kspace.shape[1]
+    if not 1 <= virtual_coils <= coils:
+        raise ValueError(f"virtual_coils must lie in [1, {coils}], got {virtual_coils}")
+    data = kspace.reshape(kspace.shape[0], coils, -1)
+    u, _, _ = torch.linalg.svd(data, full_matrices=False)
+    return u[:, :, :virtual_coils].conj().transpose(1, 2)
+
+
+def compress(data: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Applies coil_compression's matrix to k-space, coil images or maps (batch, coils, *spatial)."""
+    if data.shape[1] != matrix.shape[2]:
+        raise ValueError(f"data have {data.shape[1]} coils but the matrix expects {matrix.shape[2]}")
+    flat = data.reshape(data.shape[0], data.shape[1], -1)
+    return (matrix.to(data.dtype) @ flat).reshape(data.shape[0], matrix.shape[1], *data.shape[2:])
