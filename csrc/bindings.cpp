@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dc.h"
+#include "poisson.h"
 #include "step.h"
 
 namespace py = pybind11;
@@ -106,6 +107,12 @@ void dc_cuda(int op, int flags, const std::array<std::int64_t, 8>& sizes, const 
   raise_on(mridpm::dc_cuda(dc_args(op, flags, 1, sizes, buffers, scalars), stream));
 }
 
+void poisson_disc(std::int64_t h, std::int64_t w, const Pair& radius, const Pair& order, const Pair& out) {
+  auto buf = [](const Pair& p) { return mridpm::Buffer{static_cast<std::uintptr_t>(p[0]), 0, p[1]}; };
+  py::gil_scoped_release release;
+  raise_on(mridpm::poisson_disc(h, w, buf(radius), buf(order), buf(out)));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -115,4 +122,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("step_cuda", &step_cuda, "Fused sampler step on a CUDA stream");
   m.def("dc_cpu", &dc_cpu, "Data-consistency kernel (expand, blend, combine) on the CPU");
   m.def("dc_cuda", &dc_cuda, "Data-consistency kernel on a CUDA stream");
+  m.def("poisson_disc", &poisson_disc, "Dart throwing for Poisson-disc masks (capacities in elements)");
 }

@@ -14,7 +14,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="versions, built backends and visible devices")
     p_info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p_sim = sub.add_parser("simulate", help="write simulated multi-coil brain volumes as fastMRI HDF5 files")
+    p_sim.add_argument("--out", required=True, help="output directory")
+    p_sim.add_argument("--volumes", type=int, default=4)
+    p_sim.add_argument("--contrast", choices=["T1", "T2", "PD"], default="T1")
+    p_sim.add_argument("--coils", type=int, default=8)
+    p_sim.add_argument("--slices", type=int, default=8, help="axial slices per volume")
+    p_sim.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
+    p_sim.add_argument("--noise", type=float, default=0.002, help="k-space noise std, relative to its maximum")
+    p_sim.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+
+    if args.command == "simulate":
+        from mridpm.data.phantom import simulate_dataset
+
+        paths = simulate_dataset(args.out, args.volumes, args.contrast, args.coils, args.slices, tuple(args.size),
+                                 args.noise, seed=args.seed, progress=True)
+        print(f"wrote {len(paths)} files to {args.out}")
 
     if args.command == "info":
         from mridpm.info import format_info, info

@@ -93,3 +93,42 @@ BAD = [
 def test_bad_input(error, match, call):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_poisson_disc_hits_the_acceleration_with_a_calibration_block():
+    m = masks.poisson_disc_2d((96, 80), 5.0, calib=12, seed=3)
+    assert masks.acceleration(m) == pytest.approx(5.0, rel=0.02)
+    assert bool(m[42:54, 34:46].all())
+    assert torch.equal(m, masks.poisson_disc_2d((96, 80), 5.0, calib=12, seed=3))
+    # denser at the center than at the edges
+    assert float(m[32:64, 27:53].mean()) > 1.5 * float(m[:16].mean())
+
+
+def test_dart_throwing_compiled_equals_reference_and_keeps_its_distances():
+    rng = np.random.default_rng(0)
+    h, w = 23, 19
+    radius = (0.5 + 2.5 * rng.random(h * w)).astype(np.float32)
+    order = rng.permutation(h * w)
+    got = masks.dart_throw(h, w, radius, order)
+    assert np.array_equal(got, masks.dart_throw_reference(h, w, radius, order))
+    rank = np.empty(h * w, dtype=np.int64)
+    rank[order] = np.arange(h * w)
+    kept = np.flatnonzero(got)
+    ys, xs = np.divmod(kept, w)
+    for a in range(len(kept)):
+        for b in range(len(kept)):
+            if rank[kept[a]] < rank[kept[b]]:  # b came later, so nothing kept lies inside b's radius
+                assert (ys[a] - ys[b]) ** 2 + (xs[a] - xs[b]) ** 2 >= radius[kept[b]] ** 2
+
+
+def test_dart_throwing_kernel_guards():
+    from mridpm import _ext
+
+    ext = _ext.extension()
+    if ext is None:
+        pytest.skip("extension not built")
+    r, o, out = np.ones(4, np.float32), np.array([0, 1, 2, 9]), np.zeros(4, np.uint8)
+    with pytest.raises(ValueError, match="smaller than the extent"):
+        ext.poisson_disc(2, 2, (r.ctypes.data, 4), (o.ctypes.data, 4), (out.ctypes.data, 4))
+    with pytest.raises(ValueError, match="smaller than the extent"):
+        ext.poisson_disc(3, 2, (r.ctypes.data, 4), (o.ctypes.data, 4), (out.ctypes.data, 4))

@@ -1,6 +1,6 @@
 """Undersampling masks. The fastMRI classes draw exactly what fastMRI's own draw for a seed (same
 NumPy RandomState calls in the same order, same line counts and center placement); the others
-(variable-density Gaussian 1D, uniform random 2D) hit their acceleration exactly.
+(variable-density Gaussian 1D, uniform random 2D, Poisson-disc 2D) hit their acceleration exactly.
 Masks are float32 0/1 tensors; `acceleration` reports what a mask really achieves."""
 
 from __future__ import annotations
@@ -149,6 +149,69 @@ def _center_block(h: int, w: int, calib: int) -> np.ndarray:
         r0, c0 = (h - calib + 1) // 2, (w - calib + 1) // 2
         mask[r0 : r0 + calib, c0 : c0 + calib] = 1
     return mask
+
+
+def poisson_disc_2d(shape: tuple[int, int], acceleration: float, calib: int = 0, seed: int | None = None,
+                    tol: float = 0.02, max_tries: int = 40) -> torch.Tensor:
+    """Variable-density Poisson-disc sampling of a (H, W) k-space plane (for 3D Cartesian phase
+    encoding): dart throwing in a random order, each point's exclusion radius growing away from
+    the center (scale * (1 + |k|) in units where the edges lie at |k| = 1), plus a calib x calib
+    center block; the scale is bisected until the acceleration is within tol of the target. Where
+    the radius falls below one pixel (the very center at high sampling rates) every point is kept."""
+    h, w = shape
+    base = _center_block(h, w, calib)
+    _check_accel(acceleration, int(base.sum()), h * w)
+    ky, kx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    shape_r = (1.0 + np.sqrt(ky * ky + kx * kx)).astype(np.float32).reshape(-1)
+    order = np.random.default_rng(seed).permutation(h * w).astype(np.int64)
+    def throw(scale: float) -> tuple[np.ndarray, float]:
+        mask = np.maximum(base, dart_throw(h, w, (scale * shape_r).astype(np.float32), order).reshape(h, w))
+        return mask, h * w / mask.sum()
+
+    lo, hi = 0.0, math.sqrt(acceleration)  # a radius near sqrt(R) pixels keeps about one point in R
+    while throw(hi)[1] < acceleration and hi < max(h, w):
+        lo, hi = hi, 2 * hi
+    best, best_err = base, math.inf
+    for _ in range(max_tries):
+        scale = 0.5 * (lo + hi)
+        mask, achieved = throw(scale)
+        if abs(achieved - acceleration) < best_err:
+            best, best_err = mask, abs(achieved - acceleration)
+        if best_err <= tol * acceleration:
+            break
+        lo, hi = (scale, hi) if achieved < acceleration else (lo, scale)
+    return torch.from_numpy(best.astype(np.float32))
+
+
+def dart_throw(h: int, w: int, radius: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Keeps each candidate (in `order`) unless a kept point lies strictly within its radius; uint8 (h * w,).
+    The compiled kernel when built, else the same loop in Python."""
+    from mridpm import _ext
+
+    radius = np.ascontiguousarray(radius, dtype=np.float32)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    out = np.zeros(h * w, dtype=np.uint8)
+    ext = _ext.extension()
+    if ext is not None:
+        ext.poisson_disc(h, w, (radius.ctypes.data, radius.size), (order.ctypes.data, order.size),
+                         (out.ctypes.data, out.size))
+        return out
+    return dart_throw_reference(h, w, radius, order)
+
+
+def dart_throw_reference(h: int, w: int, radius: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """dart_throw in plain Python: the ground truth of the compiled kernel."""
+    kept = np.zeros((h, w), dtype=np.uint8)
+    for idx in order:
+        y, x = divmod(int(idx), w)
+        r = float(radius[idx])
+        reach = math.ceil(r)
+        ys, xs = slice(max(y - reach, 0), min(y + reach + 1, h)), slice(max(x - reach, 0), min(x + reach + 1, w))
+        py, px = np.nonzero(kept[ys, xs])
+        d2 = (py + ys.start - y) ** 2 + (px + xs.start - x) ** 2
+        if not np.any(d2.astype(np.float32) < np.float32(r) * np.float32(r)):
+            kept[y, x] = 1
+    return kept.reshape(-1)
 
 
 def acceleration(mask: torch.Tensor, shape: Sequence[int] | None = None) -> float:
