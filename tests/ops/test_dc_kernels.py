@@ -126,3 +126,26 @@ def test_autograd_goes_through_the_reference():
     out = dc.coil_expand(x, crandn(1, 3, 6, 6), sign=True)
     out.abs().sum().backward()
     assert x.grad is not None
+
+
+def test_in_place_blend_writes_into_k(kernel):
+    backend, device = kernel
+    k, y = crandn(2, 3, 6, 5).to(device), crandn(2, 3, 6, 5).to(device)
+    mask = torch.tensor([1.0, 0, 1, 0, 1]).to(device)
+    want = dc.kspace_blend(k, y, mask, lam=0.5, sign=True, backend="ref")
+    got = dc.kspace_blend(k, y, mask, lam=0.5, sign=True, backend=backend, in_place=True)
+    assert got.data_ptr() == k.data_ptr()
+    torch.testing.assert_close(k, want, rtol=1e-5, atol=1e-5)
+    same = crandn(1, 2, 4, 4).to(device)  # y may be k itself
+    expected = dc.kspace_blend(same, same, torch.ones(4), keep=0.0, lam=-1.0, ysign=0.0, backend="ref")
+    dc.kspace_blend(same, same, torch.ones(4).to(device), keep=0.0, lam=-1.0, ysign=0.0, backend=backend,
+                    in_place=True)
+    torch.testing.assert_close(same, expected)
+
+
+def test_fused_normal_equals_the_composed_one():
+    maps = birdcage_maps(6, (10, 12)).unsqueeze(0)
+    mask = (torch.rand(12, generator=G) < 0.5).float()
+    A = mri.Sense(maps, mask)
+    x = crandn(2, 10, 12)
+    torch.testing.assert_close(A.normal(x), A.adjoint(A.forward(x)), rtol=1e-5, atol=1e-6)

@@ -49,30 +49,35 @@ def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.
     return op.adjoint(y - op.forward(x))
 
 
-def _blended(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float, keep: float) -> torch.Tensor:
+def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, lam: float, keep: float
+             ) -> torch.Tensor:
     """S^H F^H [keep k + lam M (y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
-    inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs."""
+    inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs.
+    y None stands for zero k-space (the normal operator: keep = 0, lam = -1 gives M k)."""
     multi = isinstance(op, Sense)
     ndim = op.ndim
     spatial = tuple(x.shape[-ndim:])
     maps = op.maps if multi else torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
-    y_coils = y if multi else y.unsqueeze(1)
+    ysign = 0.0 if y is None else 1.0
+    y_coils = None if y is None else (y if multi else y.unsqueeze(1))
     mask = op.mask.mask if op.mask is not None else torch.ones(1)
     dims = tuple(range(-ndim, 0))
     if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
         k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
-        k = keep * k + (lam * mask.to(x.device)) * (y_coils - k)
+        k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_coils) - k)
         out = (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
         return out
     even = all(n % 2 == 0 for n in spatial)
     v = dc_ops.coil_expand(x, maps, sign=even)
     if even:
         k = torch.fft.fftn(v, dim=dims, norm="ortho")
-        k = dc_ops.kspace_blend(k, y_coils, mask, lam=lam, keep=keep, ysign=float(_fft.checkerboard_constant(spatial)),
-                                sign=True)
+        k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, sign=True,
+                                ysign=ysign * _fft.checkerboard_constant(spatial), in_place=True)
         u = torch.fft.ifftn(k, dim=dims, norm="ortho")
     else:
-        k = dc_ops.kspace_blend(_fft.fftnc(v, ndim), y_coils, mask, lam=lam, keep=keep)
+        k = _fft.fftnc(v, ndim)
+        k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, ysign=ysign,
+                                in_place=True)
         u = _fft.ifftnc(k, ndim)
     return dc_ops.coil_combine(u, maps, sign=even)
 

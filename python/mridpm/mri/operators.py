@@ -246,3 +246,14 @@ class Sense(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         self.coil._check_coils(y)
         return self.coil.H(self.fft.H(y if self.mask is None else self.mask(y)))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """S^H F^H M F S x through the fused kernels when the mask is 0/1 and the data complex64."""
+        if self.mask is None:
+            return self.coil.H(self.coil(x))
+        if not self.mask.binary or x.dtype != torch.complex64 or self.maps.dtype != torch.complex64:
+            return super().normal(x)
+        self.coil._check_image(x)
+        from mridpm.mri.dc import _blended
+
+        return _blended(x, None, self, -1.0, 0.0)

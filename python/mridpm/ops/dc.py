@@ -90,9 +90,11 @@ def _finite(name: str, v: object) -> float:
 
 
 def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float,
-            lam: float, ysign: float, sign: bool) -> torch.Tensor:
+            lam: float, ysign: float, sign: bool, in_place: bool = False) -> torch.Tensor:
     if name == "ref":
-        return dc_reference(op, a, b, mask, keep, lam, ysign, sign)
+        out = dc_reference(op, a, b, mask, keep, lam, ysign, sign)
+        return a.copy_(out) if in_place else out
+    in_place = in_place and a.is_contiguous()
     a, b = a.contiguous(), b.contiguous()
     batch = a.shape[0]
     if op == "expand":
@@ -100,7 +102,7 @@ def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Te
         out = a.new_empty((batch, coils, *spatial))
     else:
         coils, spatial = a.shape[1], tuple(a.shape[2:])
-        out = torch.empty_like(a) if op == "blend" else a.new_empty((batch, *spatial))
+        out = (a if in_place else torch.empty_like(a)) if op == "blend" else a.new_empty((batch, *spatial))
     n = math.prod(spatial)
     h, w = (spatial[-2], spatial[-1]) if len(spatial) >= 2 else (1, spatial[-1])
     sizes = {"batch": batch, "coils": coils, "n": n, "h": h, "w": w,
@@ -148,9 +150,11 @@ def coil_expand(x: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, back
 
 
 def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: float = 1.0, keep: float = 1.0,
-                 ysign: float = 1.0, sign: bool = False, backend: str | None = None) -> torch.Tensor:
+                 ysign: float = 1.0, sign: bool = False, backend: str | None = None,
+                 in_place: bool = False) -> torch.Tensor:
     """keep * k + lam * mask * (ysign * g * y - k): the projection's blend (keep = 1) or the gradient's
-    residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, broadcastable."""
+    residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, broadcastable.
+    in_place writes the result into k (each element is read before it is written; y may be k)."""
     _check_complex64("k", k)
     _check_complex64("y", y)
     if k.dim() < 3 or y.shape != k.shape or y.device != k.device:
@@ -158,7 +162,10 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
                          f"on {k.device} and {tuple(y.shape)} on {y.device}")
     table = _mask_table(mask, k)
     lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
-    return _launch(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign)
+    if in_place and _needs_grad(k, y):
+        raise ValueError("in_place blending cannot record gradients")
+    return _launch(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign,
+                   in_place)
 
 
 def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, backend: str | None = None
