@@ -103,3 +103,13 @@ BAD = [
 def test_bad_input(error, match, call):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_all_finite_has_no_false_alarm_for_huge_values():
+    from mridpm.mri.dc import all_finite
+
+    big = torch.full((4, 1000), 3e37, dtype=torch.complex64)  # the float32 sum overflows
+    assert all_finite(big)
+    big[2, 7] = complex(float("nan"), 0)
+    assert not all_finite(big)
+    assert not all_finite(torch.tensor([1.0, float("inf")]))

@@ -12,13 +12,20 @@ from mridpm.mri.operators import LinearOperator, Sense, SingleCoil
 from mridpm.ops import dc as dc_ops
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when no element is NaN or Inf: one float32 sum (NaN and Inf propagate), confirmed
+    element by element only when the sum is not finite (a float32 overflow of huge values)."""
+    real = torch.view_as_real(t) if t.is_complex() else t
+    return math.isfinite(float(real.sum())) or bool(torch.isfinite(real).all())
+
+
 def _check_measurements(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(op, (Sense, SingleCoil)):
         raise TypeError(f"op must be a Sense or SingleCoil operator, got {type(op).__name__}")
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_complex():
             raise TypeError(f"{name} must be a complex tensor")
-    if not math.isfinite(float(torch.view_as_real(y).sum(dtype=torch.float64))):  # one pass; NaN/Inf propagate
+    if not all_finite(y):
         raise ValueError("y (the measured k-space) contains NaN or Inf")
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y on {y.device}")

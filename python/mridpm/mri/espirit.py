@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mridpm.mri.dc import all_finite
 from mridpm.mri.fft import ifftnc
 
 
@@ -53,7 +54,7 @@ def espirit_maps(kspace: torch.Tensor, calib_width: int = 24, kernel_width: int 
         raise ValueError(f"need 1 <= kernel_width <= calib_width <= {min(spatial)}, got {kernel_width}, {calib_width}")
     if not 0 <= thresh < 1 or not 0 <= crop < 1:
         raise ValueError(f"thresh and crop must lie in [0, 1), got {thresh}, {crop}")
-    if not math.isfinite(float(torch.view_as_real(kspace).sum(dtype=torch.float64))):
+    if not all_finite(kspace):
         raise ValueError("kspace contains NaN or Inf")
     return torch.stack([_espirit_one(k, calib_width, kernel_width, thresh, crop, max_iter, ndim) for k in kspace])
 
