@@ -149,3 +149,26 @@ def test_fused_normal_equals_the_composed_one():
     A = mri.Sense(maps, mask)
     x = crandn(2, 10, 12)
     torch.testing.assert_close(A.normal(x), A.adjoint(A.forward(x)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["expand", "blend", "combine"])
+def test_opcheck(kernel, op):
+    backend, device = kernel
+    a = crandn(2, 3, 4, 6).to(device) if op != "expand" else crandn(2, 4, 6).to(device)
+    b = crandn(2, 3, 4, 6).to(device) if op == "blend" else crandn(1, 3, 4, 6).to(device)
+    mask = torch.ones(1, 1, 4, 6, device=device) if op == "blend" else None
+    torch.library.opcheck(torch.ops.mridpm.dc_kernel.default, (op, a, b, mask, 1.0, 0.5, -1.0, True, backend))
+
+
+def test_compiled_projection_matches_eager():
+    torch._dynamo.reset()
+    maps = birdcage_maps(4, (8, 10)).unsqueeze(0)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+
+    def step(x, y):
+        v = dc.coil_expand(x, maps, sign=True)
+        k = dc.kspace_blend(torch.fft.fftn(v, dim=(-2, -1), norm="ortho"), y, mask, lam=0.8, sign=True)
+        return dc.coil_combine(torch.fft.ifftn(k, dim=(-2, -1), norm="ortho"), maps, sign=True)
+
+    x, y = crandn(2, 8, 10), crandn(2, 4, 8, 10)
+    torch.testing.assert_close(torch.compile(step, fullgraph=True)(x, y), step(x, y), rtol=1e-5, atol=1e-5)

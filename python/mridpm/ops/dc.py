@@ -135,6 +135,30 @@ def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Te
     return out
 
 
+@torch.library.custom_op("mridpm::dc_kernel", mutates_args=())
+def dc_kernel_op(op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float,
+                 ysign: float, sign: bool, backend: str) -> torch.Tensor:
+    """The registered op behind the three kernels (a new tensor, never an alias of the inputs)."""
+    return _launch(backend, op, a, b, mask, keep, lam, ysign, sign)
+
+
+@dc_kernel_op.register_fake
+def _(op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float, ysign: float,
+      sign: bool, backend: str) -> torch.Tensor:
+    if op == "expand":
+        return a.new_empty((a.shape[0], b.shape[1], *a.shape[1:]))
+    return a.new_empty(a.shape) if op == "blend" else a.new_empty((a.shape[0], *a.shape[2:]))
+
+
+def _run(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float,
+         ysign: float, sign: bool, in_place: bool = False) -> torch.Tensor:
+    """Eager calls go straight to the kernel; under torch.compile the registered op keeps the graph whole."""
+    if name != "ref" and torch.compiler.is_compiling():
+        out = dc_kernel_op(op, a, b, mask, keep, lam, ysign, sign, name)
+        return a.copy_(out) if in_place else out
+    return _launch(name, op, a, b, mask, keep, lam, ysign, sign, in_place)
+
+
 def _needs_grad(*ts: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
@@ -146,7 +170,7 @@ def coil_expand(x: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, back
     if x.dim() < 2:
         raise ValueError(f"x must be (batch, *spatial), got shape {tuple(x.shape)}")
     _check_maps(maps, x.shape[0], None, tuple(x.shape[1:]), x.device)
-    return _launch(resolve(backend, x.device, _needs_grad(x, maps)), "expand", x, maps, None, 1.0, 1.0, 1.0, sign)
+    return _run(resolve(backend, x.device, _needs_grad(x, maps)), "expand", x, maps, None, 1.0, 1.0, 1.0, sign)
 
 
 def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: float = 1.0, keep: float = 1.0,
@@ -164,8 +188,7 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
     lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
     if in_place and _needs_grad(k, y):
         raise ValueError("in_place blending cannot record gradients")
-    return _launch(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign,
-                   in_place)
+    return _run(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign, in_place)
 
 
 def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, backend: str | None = None
@@ -175,4 +198,4 @@ def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, bac
     if k.dim() < 3:
         raise ValueError(f"k must be (batch, coils, *spatial), got shape {tuple(k.shape)}")
     _check_maps(maps, k.shape[0], k.shape[1], tuple(k.shape[2:]), k.device)
-    return _launch(resolve(backend, k.device, _needs_grad(k, maps)), "combine", k, maps, None, 1.0, 1.0, 1.0, sign)
+    return _run(resolve(backend, k.device, _needs_grad(k, maps)), "combine", k, maps, None, 1.0, 1.0, 1.0, sign)
