@@ -13,15 +13,14 @@ write x): a floor, not the traffic of the FFTs themselves.
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Row, measure, print_table, save
+from bench.common import Row, measure, parse_args, report
 from mridpm import mri
 from mridpm.mri.coils import birdcage_maps
 
@@ -67,22 +66,11 @@ def bench(batch: int, shape: tuple[int, int], device: torch.device, with_sigpy: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="batch 1 at 320x320 only, results not saved")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    with_sigpy = device.type == "cpu"
-    if with_sigpy:
-        try:
-            import sigpy  # noqa: F401
-        except ImportError:
-            with_sigpy = False
+    args, device = parse_args(__doc__, "batch 1 at 320x320 only, results not saved")
+    with_sigpy = device.type == "cpu" and importlib.util.find_spec("sigpy") is not None
     cases = [(1, (320, 320))] if args.quick else [(1, (320, 320)), (8, (320, 320)), (1, (640, 368)), (8, (640, 368))]
-    rows = [r for batch, shape in cases for r in bench(batch, shape, device, with_sigpy)]
-    print_table(rows)
-    if not args.quick:
-        print(f"\nwrote {save(f'dc-{device.type}', rows, {'columns': [*asdict(rows[0])]})}")
+    report([r for batch, shape in cases for r in bench(batch, shape, device, with_sigpy)], f"dc-{device.type}",
+           args.quick)
 
 
 if __name__ == "__main__":

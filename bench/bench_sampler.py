@@ -13,18 +13,16 @@ and one synchronisation at the end, divided by 50: a host sync inside a step wou
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mridpm
-from bench.common import Row, measure, print_table, save
+from bench.common import Row, measure, parse_args, report
 from mridpm import compat
 
 
@@ -84,15 +82,9 @@ def bench(batch: int, device: torch.device) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="batch 1 only, results not saved")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    args, device = parse_args(__doc__, "batch 1 only, results not saved")
     rows = [r for batch in ((1,) if args.quick else (1, 4, 16)) for r in bench(batch, device)]
-    print_table(rows)
-    if not args.quick:
-        print(f"\nwrote {save(f'sampler-{device.type}', rows, {'columns': [*asdict(rows[0])]})}")
+    report(rows, f"sampler-{device.type}", args.quick)
 
 
 if __name__ == "__main__":

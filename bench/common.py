@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -49,6 +50,25 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, rep
         if len(times) >= 20 * reps:
             break
     return statistics.median(times)
+
+
+def parse_args(doc: str | None, quick_help: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> tuple[argparse.Namespace, torch.device]:
+    """The options every bench takes: --device and --quick (plus any extra ones)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    return args, torch.device(args.device)
+
+
+def report(rows: list[Row], name: str, quick: bool) -> None:
+    """Prints the table; unless quick, saves it as bench/results/<name>.json."""
+    print_table(rows)
+    if not quick:
+        print(f"\nwrote {save(name, rows, {'columns': [*asdict(rows[0])]})}")
 
 
 def machine() -> dict[str, object]:
