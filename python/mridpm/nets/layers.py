@@ -7,7 +7,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.functional import scaled_dot_product_attention
+
+from mridpm.ops.attention import attention
 
 
 def conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:
@@ -69,9 +70,6 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.drop(nn.functional.silu(h)))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of (batch, heads, tokens, head_dim) tensors (the op the UNet's blocks call)."""
-    return scaled_dot_product_attention(q, k, v)
 
 
 class AttentionBlock(nn.Module):
@@ -93,22 +91,21 @@ class AttentionBlock(nn.Module):
             self.cross_kv = nn.Linear(context_dim, 2 * channels)
             self.cross = zero(nn.Linear(channels, channels))
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
+    def _heads(self, t: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        """(batch, tokens, parts * channels) -> parts views (batch, tokens, heads, head_dim), no copies."""
         b, n, c = t.shape
-        return t.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+        return t.reshape(b, n, parts, self.heads, c // (parts * self.heads)).unbind(2)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, c = x.shape[:2]
         tokens = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # (batch, tokens, channels)
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out = attention(self._split(q), self._split(k), self._split(v)).transpose(1, 2).reshape(b, -1, c)
+        out = attention(*self._heads(self.qkv(tokens), 3)).reshape(b, -1, c)
         h = x.reshape(b, c, -1).transpose(1, 2) + self.proj(out)
         if self.cross is not None:
             if context is None:
                 raise ValueError("this block cross-attends: pass context (batch, tokens, dim) or (batch, dim)")
             ctx = context[:, None] if context.dim() == 2 else context
-            ck, cv = self.cross_kv(ctx).chunk(2, dim=-1)
-            cq = self.cross_q(self.cross_norm(h))
-            h = h + self.cross(attention(self._split(cq), self._split(ck), self._split(cv)).transpose(1, 2)
-                               .reshape(b, -1, c))
+            (cq,) = self._heads(self.cross_q(self.cross_norm(h)), 1)
+            ck, cv = self._heads(self.cross_kv(ctx), 2)
+            h = h + self.cross(attention(cq, ck, cv).reshape(b, -1, c))
         return h.transpose(1, 2).reshape(x.shape)
