@@ -23,7 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sim.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
     p_sim.add_argument("--noise", type=float, default=0.002, help="k-space noise std, relative to its maximum")
     p_sim.add_argument("--seed", type=int, default=0)
+    p_train = sub.add_parser("train", help="train a diffusion model from a TOML or YAML configuration")
+    p_train.add_argument("config", help="the run configuration ([model], [data], [train])")
+    p_train.add_argument("--steps", type=int, help="override [train] steps")
+    p_train.add_argument("--out-dir", help="override [train] out_dir")
+    p_train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from mridpm.train.run import run
+
+        overrides = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out_dir)) if v is not None}
+        state = run(args.config, overrides, args.device)
+        print(f"trained to step {state.step}")
 
     if args.command == "simulate":
         from mridpm.data.phantom import simulate_dataset

@@ -25,15 +25,21 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, schedule: DiscreteSchedule, *,
                    prediction: str = "eps", generator: torch.Generator | None = None,
-                   model_kwargs: dict | None = None) -> torch.Tensor:
+                   model_kwargs: dict | None = None, t: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the batch of ||model(x_t, t) - target||^2 with t uniform over training steps and
-    target the noise, the clean sample or v = alpha eps - sigma x0, as prediction says."""
+    target the noise, the clean sample or v = alpha eps - sigma x0, as prediction says. t and noise
+    may be given (drawn elsewhere, e.g. for a whole data-parallel batch) instead of drawn here."""
     if param.check_prediction(prediction) == "score":
         raise ValueError("discrete-time training regresses eps, x0 or v; use dsm_loss for scores")
-    t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator)
+    if t is None:
+        t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator)
+    t = t.cpu()
     abar = schedule.alphas_cumprod[t]
     alpha, sigma = _per_sample(abar.sqrt().tolist(), x0), _per_sample((1 - abar).sqrt().tolist(), x0)
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    noise = noise.to(x0.device, x0.dtype)
     x_t = alpha * x0 + sigma * noise
     target = {"eps": noise, "x0": x0, "v": alpha * noise - sigma * x0}[prediction]
     return _mse(model(x_t, t.to(x0.device), **(model_kwargs or {})), target).mean()
