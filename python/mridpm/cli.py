@@ -28,7 +28,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--steps", type=int, help="override [train] steps")
     p_train.add_argument("--out-dir", help="override [train] out_dir")
     p_train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p_sample = sub.add_parser("sample", help="sample images from a bundled prior into a PNG grid")
+    p_sample.add_argument("--prior", default="brain64")
+    p_sample.add_argument("--n", type=int, default=16, help="number of images")
+    p_sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p_sample.add_argument("--seed", type=int, default=0)
+    p_sample.add_argument("--out", required=True, help="PNG file")
     args = parser.parse_args(argv)
+
+    if args.command == "sample":
+        from mridpm.dpm import sample_ddim
+        from mridpm.figures import grid, write_png
+        from mridpm.nets.priors import load_prior
+        from mridpm.ops import randn
+        from mridpm.random import Generator
+
+        prior = load_prior(args.prior)
+        size = prior.info["image_size"]
+        gen = Generator(args.seed)
+        x = randn((args.n, prior.model.config.in_channels, *size), generator=gen)
+        with __import__("torch").no_grad():
+            images = sample_ddim(prior.model, x, prior.schedule, steps=args.steps, generator=gen,
+                                 prediction=prior.prediction, clip=tuple(prior.info["data_range"]), progress=True)
+        print(f"wrote {write_png(args.out, grid(images.clamp(-1, 1), columns=8, value=-1.0))}")
 
     if args.command == "train":
         from mridpm.train.run import run

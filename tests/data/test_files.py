@@ -79,3 +79,12 @@ def test_nifti_bad_files(tmp_path):
     (tmp_path / "bad.nii").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="not a readable NIfTI"):
         data.read_nifti(tmp_path / "bad.nii")
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = data.write_fastmri(tmp_path / "p.h5", torch.ones(1, 4, 4, dtype=torch.complex64))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -91,6 +91,7 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
     cfg = load_config(path)
     model_cfg = UNetConfig.from_dict(_fields(UNetConfig, cfg.get("model", {}), "model"))
     train_cfg = TrainConfig(**{**_fields(TrainConfig, cfg.get("train", {}), "train"), **(overrides or {})})
+    train_cfg = dataclasses.replace(train_cfg, extra={**train_cfg.extra, "data": cfg.get("data", {})})
     rank, _ = init_distributed()
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(train_cfg.seed)
