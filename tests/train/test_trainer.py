@@ -55,9 +55,10 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     assert meta["model"]["class"] == "UNet" and meta["config"]["steps"] == 6
 
 
-def test_checkpoints_are_atomic_pruned_and_pickle_free(tmp_path):
-    train(_model(), _data(), _config(tmp_path, steps=9), progress=False)
-    names = sorted(p.name for p in tmp_path.iterdir())
+def test_checkpoints_are_atomic_pruned_and_pickle_free_with_sample_figures(tmp_path):
+    train(_model(), _data(), _config(tmp_path, steps=9, sample_every=9), progress=False)
+    assert (tmp_path / "samples" / "step-00000009.png").read_bytes()[:4] == b"\x89PNG"
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert names == ["latest.json", "step-00000006.json", "step-00000006.safetensors", "step-00000009.json",
                      "step-00000009.safetensors"]
     assert json.loads((tmp_path / "latest.json").read_text())["name"] == "step-00000009"

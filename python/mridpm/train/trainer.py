@@ -39,6 +39,7 @@ class TrainConfig:
     num_train_timesteps: int = 1000
     seed: int = 0
     checkpoint_every: int = 100
+    sample_every: int = 0  # > 0: a PNG grid of EMA samples in out_dir/samples every that many steps
     keep: int = 2
     out_dir: str = "runs/default"
     extra: dict = field(default_factory=dict)
@@ -115,10 +116,37 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if rank == 0 and (step % config.checkpoint_every == 0 or step == end):
             _save(config, step, model, ema, opt)
+        if rank == 0 and config.sample_every > 0 and step % config.sample_every == 0:
+            sample_figure(model, ema, schedule, config, tuple(data.shape[1:]), step)
     bar.close()
     if world > 1:
         dist.barrier()
     return TrainState(step, losses)
+
+
+def sample_figure(model: torch.nn.Module, ema: EMA, schedule: DiscreteSchedule, config: TrainConfig,
+                  shape: tuple[int, ...], step: int, n: int = 8, steps: int = 25) -> None:
+    """A grid of n DDIM samples from the EMA weights (channel 0; the middle slice of volumes), x0 clipped
+    to [-1, 1], written to out_dir/samples/step-<step>.png; the training model is left untouched."""
+    import copy
+    from pathlib import Path
+
+    from mridpm.dpm import sample_ddim
+    from mridpm.figures import grid, write_png
+    from mridpm.ops import randn
+    from mridpm.random import Generator
+
+    shadow = copy.deepcopy(model).eval()
+    ema.copy_to(shadow)
+    device = next(model.parameters()).device
+    gen = Generator(config.seed)
+    with torch.no_grad():
+        x = sample_ddim(shadow, randn((n, *shape), generator=gen, device=device), schedule, steps=steps,
+                        generator=gen, prediction=config.prediction, clip=(-1.0, 1.0))
+    images = x[:, 0]
+    while images.dim() > 3:
+        images = images.select(1, images.shape[1] // 2)
+    write_png(Path(config.out_dir) / "samples" / f"step-{step:08d}.png", grid(images.clamp(-1, 1), columns=n))
 
 
 def _save(config: TrainConfig, step: int, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer) -> None:
