@@ -44,11 +44,11 @@ def test_every_backend_matches_the_reference(kernel, tol, batch, coils, spatial,
         torch.testing.assert_close(got, want, **t)
 
 
-def test_reference_sign_is_the_fft_checkerboard():
-    s = mri.fft.checkerboard((6, 8))
-    torch.testing.assert_close(dc._sign_grid((6, 8), torch.device("cpu")), s)
-    s3 = mri.fft.checkerboard((4, 6, 8))
-    torch.testing.assert_close(dc._sign_grid((4, 6, 8), torch.device("cpu")), s3)
+def test_sign_grid_is_minus_one_to_the_sum_of_indices():
+    g = dc.sign_grid((3, 5, 4))  # odd sizes too: the kernels' (-1)^(d + h + w)
+    for d, h, w in [(0, 0, 0), (0, 0, 1), (1, 2, 3), (2, 4, 3), (2, 1, 0)]:
+        assert float(g[d, h, w]) == (-1.0) ** (d + h + w)
+    torch.testing.assert_close(mri.fft.checkerboard((6, 8)), dc.sign_grid((6, 8)))
 
 
 @pytest.mark.parametrize("spatial", [(10, 12), (9, 7)])

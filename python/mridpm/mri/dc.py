@@ -60,32 +60,29 @@ def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, la
              ) -> torch.Tensor:
     """S^H F^H [keep k + lam M (y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
     inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs.
-    y None stands for zero k-space (the normal operator: keep = 0, lam = -1 gives M k)."""
+    y None stands for zero k-space (the normal operator: keep = 0, lam = -1 gives M k). The
+    callers guarantee a mask on the operator."""
     multi = isinstance(op, Sense)
     ndim = op.ndim
     spatial = tuple(x.shape[-ndim:])
     maps = op.maps if multi else torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
-    ysign = 0.0 if y is None else 1.0
-    y_coils = None if y is None else (y if multi else y.unsqueeze(1))
-    mask = op.mask.mask if op.mask is not None else torch.ones(1)
-    dims = tuple(range(-ndim, 0))
+    y_coils = y.unsqueeze(1) if y is not None and not multi else y  # single coil: one coil dimension
+    mask = op.mask.mask  # type: ignore[union-attr]
     if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
         k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
         k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_coils) - k)
-        out = (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
-        return out
+        return (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
     even = all(n % 2 == 0 for n in spatial)
-    v = dc_ops.coil_expand(x, maps, sign=even)
-    if even:
-        k = torch.fft.fftn(v, dim=dims, norm="ortho")
-        k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, sign=True,
-                                ysign=ysign * _fft.checkerboard_constant(spatial), in_place=True)
-        u = torch.fft.ifftn(k, dim=dims, norm="ortho")
+    ysign = 0.0 if y is None else 1.0
+    if even:  # unshifted FFTs; the shifts become the kernels' signs (and a constant on y)
+        dims = tuple(range(-ndim, 0))
+        k = torch.fft.fftn(dc_ops.coil_expand(x, maps, sign=True), dim=dims, norm="ortho")
+        ysign *= _fft.checkerboard_constant(spatial)
     else:
-        k = _fft.fftnc(v, ndim)
-        k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, ysign=ysign,
-                                in_place=True)
-        u = _fft.ifftnc(k, ndim)
+        k = _fft.fftnc(dc_ops.coil_expand(x, maps), ndim)
+    k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, ysign=ysign, sign=even,
+                            in_place=True)
+    u = torch.fft.ifftn(k, dim=dims, norm="ortho") if even else _fft.ifftnc(k, ndim)
     return dc_ops.coil_combine(u, maps, sign=even)
 
 

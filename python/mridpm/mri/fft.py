@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from mridpm.ops.dc import sign_grid
+
 
 def _check_complex(name: str, x: object, ndim: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
@@ -64,10 +66,7 @@ def checkerboard(shape: Sequence[int], dtype: torch.dtype = torch.float32,
     sizes, where the shifts really move data."""
     if any(n % 2 for n in shape):
         raise ValueError(f"the checkerboard form needs even sizes, got {tuple(shape)}")
-    grids = torch.meshgrid(*(torch.arange(n, device=device) for n in shape), indexing="ij")
-    parity = sum(grids) % 2  # type: ignore[arg-type]
-    sign = 1 - 2 * parity
-    return sign.to(dtype)
+    return sign_grid(tuple(shape), device).to(dtype)
 
 
 def checkerboard_constant(shape: Sequence[int]) -> int:

@@ -23,20 +23,18 @@ from mridpm.ops._backend import resolve
 _OPS = {"expand": 0, "blend": 1, "combine": 2}
 
 
-def _sign_grid(spatial: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """(-1)^(d + h + w) over the spatial shape (only the last two dimensions and the flat index matter)."""
-    n = math.prod(spatial)
-    h, w = (spatial[-2], spatial[-1]) if len(spatial) >= 2 else (1, spatial[-1])
-    i = torch.arange(n, device=device)
-    parity = (i % w + (i // w) % h + i // (w * h)) % 2
-    return (1 - 2 * parity).to(torch.float32).reshape(spatial)
+def sign_grid(spatial: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """g = (-1)^(sum of spatial indices), float32 (the kernels compute it from the flat index as
+    (-1)^(d + h + w)); for even sizes it is mri.fft.checkerboard."""
+    grids = torch.meshgrid(*(torch.arange(n, device=device) for n in spatial), indexing="ij")
+    return (1 - 2 * (sum(grids) % 2)).to(torch.float32)  # type: ignore[arg-type]
 
 
 def dc_reference(op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float,
                  ysign: float, sign: bool) -> torch.Tensor:
     """The three kernels in plain PyTorch (differentiable), on checked tensors."""
     spatial = tuple(a.shape[2:]) if op != "expand" else tuple(a.shape[1:])
-    g = _sign_grid(spatial, a.device) if sign else None
+    g = sign_grid(spatial, a.device) if sign else None
     if op == "expand":
         out = b * a.unsqueeze(1)
         return out if g is None else out * g
@@ -73,11 +71,6 @@ def _mask_table(mask: object, k: torch.Tensor) -> torch.Tensor:
     if mask.dim() > k.dim():
         raise ValueError(f"mask of shape {tuple(mask.shape)} has more dimensions than k-space {tuple(k.shape)}")
     m = mask.to(k.device, torch.float32).reshape((1,) * (k.dim() - mask.dim()) + tuple(mask.shape))
-    try:
-        torch.broadcast_shapes(m.shape, k.shape)
-    except RuntimeError:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast against k-space "
-                         f"{tuple(k.shape)}") from None
     if any(ms not in (1, ks) for ms, ks in zip(m.shape, k.shape, strict=True)):
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast against k-space {tuple(k.shape)}")
     return m.expand(m.shape[0], m.shape[1], *k.shape[2:]).contiguous()

@@ -11,6 +11,35 @@ import triton.language as tl
 
 
 @triton.jit
+def _load(X, s, b, h, rows, rmask, offs_d, dmask):
+    """The (rows, head_dim) tile of batch b and head h, zero outside the masks."""
+    return tl.load(X + b * s[0] + h * s[2] + rows[:, None] * s[1] + offs_d[None, :],
+                   mask=rmask[:, None] & dmask[None, :], other=0.0)
+
+
+@triton.jit
+def _store(X, s, b, h, rows, rmask, offs_d, dmask, value):
+    tl.store(X + b * s[0] + h * s[2] + rows[:, None] * s[1] + offs_d[None, :], value.to(X.dtype.element_ty),
+             mask=rmask[:, None] & dmask[None, :])
+
+
+@triton.jit
+def _row_stats(L, DELTA, bh, NQ, offs_m, mmask):
+    """The forward's log-sum-exp and rowsum(dO * O) of the query rows offs_m."""
+    return (tl.load(L + bh * NQ + offs_m, mask=mmask, other=0.0),
+            tl.load(DELTA + bh * NQ + offs_m, mask=mmask, other=0.0))
+
+
+@triton.jit
+def _probs_and_ds(q, k, v, do, lse, delta, valid, scale):
+    """The recomputed probabilities P of a (queries, keys) block and dS = P * (dO V^T - delta)."""
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+    p = tl.where(valid, tl.exp(s - lse[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
                 D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr):
     pid_m, bh = tl.program_id(0), tl.program_id(1)
@@ -18,8 +47,8 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_d = tl.arange(0, D)
     dmask = offs_d < D_REAL
-    qmask = (offs_m < NQ)[:, None] & dmask[None, :]
-    q = tl.load(Q + b * sq[0] + h * sq[2] + offs_m[:, None] * sq[1] + offs_d[None, :], mask=qmask, other=0.0)
+    mmask = offs_m < NQ
+    q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask)
     if F32:
         q = q.to(tl.float32)
     m_i = tl.full((BM,), float("-inf"), tl.float32)
@@ -28,13 +57,11 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
     for start in range(0, NK, BN):
         offs_n = start + tl.arange(0, BN)
         nmask = offs_n < NK
-        kt = tl.load(K + b * sk[0] + h * sk[2] + offs_n[None, :] * sk[1] + offs_d[:, None],
-                     mask=nmask[None, :] & dmask[:, None], other=0.0)
-        v = tl.load(V + b * sv[0] + h * sv[2] + offs_n[:, None] * sv[1] + offs_d[None, :],
-                    mask=nmask[:, None] & dmask[None, :], other=0.0)
+        k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask)
+        v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask)
         if F32:
-            kt, v = kt.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, kt, input_precision="ieee") * scale
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
         s = tl.where(nmask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
@@ -42,10 +69,8 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         m_i = m_new
-    acc = acc / l_i[:, None]
-    tl.store(O + b * so[0] + h * so[2] + offs_m[:, None] * so[1] + offs_d[None, :], acc.to(O.dtype.element_ty),
-             mask=qmask)
-    tl.store(L + bh * NQ + offs_m, m_i + tl.log(l_i), mask=offs_m < NQ)
+    _store(O, so, b, h, offs_m, mmask, offs_d, dmask, acc / l_i[:, None])
+    tl.store(L + bh * NQ + offs_m, m_i + tl.log(l_i), mask=mmask)
 
 
 @triton.jit
@@ -56,31 +81,22 @@ def _bwd_kv_kernel(Q, K, V, DO, L, DELTA, DK, DV, sq, sk, sv, sdo, sdk, sdv, NQ,
     offs_n = pid_n * BN + tl.arange(0, BN)
     offs_d = tl.arange(0, D)
     dmask = offs_d < D_REAL
-    kvmask = (offs_n < NK)[:, None] & dmask[None, :]
-    k = tl.load(K + b * sk[0] + h * sk[2] + offs_n[:, None] * sk[1] + offs_d[None, :], mask=kvmask, other=0.0)
-    v = tl.load(V + b * sv[0] + h * sv[2] + offs_n[:, None] * sv[1] + offs_d[None, :], mask=kvmask, other=0.0)
-    k, v = k.to(tl.float32), v.to(tl.float32)
+    nmask = offs_n < NK
+    k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
+    v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
     dk = tl.zeros((BN, D), tl.float32)
     dv = tl.zeros((BN, D), tl.float32)
     for start in range(0, NQ, BM):
         offs_m = start + tl.arange(0, BM)
         mmask = offs_m < NQ
-        qm = mmask[:, None] & dmask[None, :]
-        q = tl.load(Q + b * sq[0] + h * sq[2] + offs_m[:, None] * sq[1] + offs_d[None, :], mask=qm, other=0.0)
-        do = tl.load(DO + b * sdo[0] + h * sdo[2] + offs_m[:, None] * sdo[1] + offs_d[None, :], mask=qm, other=0.0)
-        q, do = q.to(tl.float32), do.to(tl.float32)
-        lse = tl.load(L + bh * NQ + offs_m, mask=mmask, other=0.0)
-        delta = tl.load(DELTA + bh * NQ + offs_m, mask=mmask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        p = tl.where(mmask[:, None] & (offs_n < NK)[None, :], tl.exp(s - lse[:, None]), 0.0)
+        q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+        do = _load(DO, sdo, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+        lse, delta = _row_stats(L, DELTA, bh, NQ, offs_m, mmask)
+        p, ds = _probs_and_ds(q, k, v, do, lse, delta, mmask[:, None] & nmask[None, :], scale)
         dv += tl.dot(tl.trans(p), do, input_precision="ieee")
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds), q, input_precision="ieee") * scale
-    tl.store(DK + b * sdk[0] + h * sdk[2] + offs_n[:, None] * sdk[1] + offs_d[None, :], dk.to(DK.dtype.element_ty),
-             mask=kvmask)
-    tl.store(DV + b * sdv[0] + h * sdv[2] + offs_n[:, None] * sdv[1] + offs_d[None, :], dv.to(DV.dtype.element_ty),
-             mask=kvmask)
+    _store(DK, sdk, b, h, offs_n, nmask, offs_d, dmask, dk)
+    _store(DV, sdv, b, h, offs_n, nmask, offs_d, dmask, dv)
 
 
 @triton.jit
@@ -92,27 +108,18 @@ def _bwd_q_kernel(Q, K, V, DO, L, DELTA, DQ, sq, sk, sv, sdo, sdq, NQ, NK, H, sc
     offs_d = tl.arange(0, D)
     dmask = offs_d < D_REAL
     mmask = offs_m < NQ
-    qm = mmask[:, None] & dmask[None, :]
-    q = tl.load(Q + b * sq[0] + h * sq[2] + offs_m[:, None] * sq[1] + offs_d[None, :], mask=qm, other=0.0)
-    do = tl.load(DO + b * sdo[0] + h * sdo[2] + offs_m[:, None] * sdo[1] + offs_d[None, :], mask=qm, other=0.0)
-    q, do = q.to(tl.float32), do.to(tl.float32)
-    lse = tl.load(L + bh * NQ + offs_m, mask=mmask, other=0.0)
-    delta = tl.load(DELTA + bh * NQ + offs_m, mask=mmask, other=0.0)
+    q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+    do = _load(DO, sdo, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+    lse, delta = _row_stats(L, DELTA, bh, NQ, offs_m, mmask)
     dq = tl.zeros((BM, D), tl.float32)
     for start in range(0, NK, BN):
         offs_n = start + tl.arange(0, BN)
         nmask = offs_n < NK
-        kvm = nmask[:, None] & dmask[None, :]
-        k = tl.load(K + b * sk[0] + h * sk[2] + offs_n[:, None] * sk[1] + offs_d[None, :], mask=kvm, other=0.0)
-        v = tl.load(V + b * sv[0] + h * sv[2] + offs_n[:, None] * sv[1] + offs_d[None, :], mask=kvm, other=0.0)
-        k, v = k.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        p = tl.where(mmask[:, None] & nmask[None, :], tl.exp(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        ds = p * (dp - delta[:, None])
+        k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
+        v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
+        _, ds = _probs_and_ds(q, k, v, do, lse, delta, mmask[:, None] & nmask[None, :], scale)
         dq += tl.dot(ds, k, input_precision="ieee") * scale
-    tl.store(DQ + b * sdq[0] + h * sdq[2] + offs_m[:, None] * sdq[1] + offs_d[None, :], dq.to(DQ.dtype.element_ty),
-             mask=qm)
+    _store(DQ, sdq, b, h, offs_m, mmask, offs_d, dmask, dq)
 
 
 def _blocks(d: int) -> tuple[int, int, int]:
