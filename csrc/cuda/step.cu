@@ -160,7 +160,7 @@ int step_cuda(const StepArgs& a, std::uintptr_t stream_handle) {
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
-    g_last_error = cudaGetErrorString(err);
+    set_cuda_error(err);
     return kCudaError;
   }
   return kOk;

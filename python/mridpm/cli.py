@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "sample":
+        import torch
+
         from mridpm.dpm import sample_ddim
         from mridpm.figures import grid, write_png
         from mridpm.nets.priors import load_prior
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = prior.info["image_size"]
         gen = Generator(args.seed)
         x = randn((args.n, prior.model.config.in_channels, *size), generator=gen)
-        with __import__("torch").no_grad():
+        with torch.no_grad():
             images = sample_ddim(prior.model, x, prior.schedule, steps=args.steps, generator=gen,
                                  prediction=prior.prediction, clip=tuple(prior.info["data_range"]), progress=True)
         print(f"wrote {write_png(args.out, grid(images.clamp(-1, 1), columns=8, value=-1.0))}")

@@ -26,6 +26,14 @@ def _temp_seed(rng: np.random.RandomState, seed: int | Sequence[int] | None) -> 
         rng.set_state(state)
 
 
+def _center_lines(num_cols: int, num_low: int) -> np.ndarray:
+    """float32 0/1 lines with the num_low center ones set, starting at (num_cols - num_low + 1) // 2 (fastMRI)."""
+    mask = np.zeros(num_cols, dtype=np.float32)
+    pad = (num_cols - num_low + 1) // 2
+    mask[pad : pad + num_low] = 1
+    return mask
+
+
 class MaskFunc:
     """fastMRI's MaskFunc interface: mask_func(shape, offset=None, seed=None) -> (mask, num_low_frequencies),
     lines along shape[-2] (fastMRI's real-view k-space (..., H, W, 2)); mask shaped [1, ..., W, 1]."""
@@ -51,9 +59,7 @@ class MaskFunc:
             num_cols = shape[-2]
             center_fraction, acceleration = self._choose()
             num_low = round(num_cols * center_fraction)
-            center = np.zeros(num_cols, dtype=np.float32)
-            pad = (num_cols - num_low + 1) // 2
-            center[pad : pad + num_low] = 1
+            center = _center_lines(num_cols, num_low)
             accel = self._acceleration_mask(num_cols, acceleration, offset, num_low)
         mask = np.maximum(center, accel.astype(np.float32))
         mask_shape = [1] * len(shape)
@@ -118,9 +124,7 @@ def gaussian_lines(width: int, acceleration: float, center_fraction: float = 0.0
     num_low = round(width * center_fraction)
     target = _check_accel(acceleration, num_low, width)
     rng = np.random.default_rng(seed)
-    mask = np.zeros(width, dtype=np.float32)
-    pad = (width - num_low + 1) // 2
-    mask[pad : pad + num_low] = 1
+    mask = _center_lines(width, num_low)
     rest = np.flatnonzero(mask == 0)
     weights = np.exp(-0.5 * ((rest - width / 2) / (std_fraction * width)) ** 2)
     pick = rng.choice(rest, size=target - num_low, replace=False, p=weights / weights.sum())

@@ -13,7 +13,7 @@ import math
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from mridpm.ops._backend import get_backend, triton_available, triton_interpreted
+from mridpm.ops._backend import get_backend, resolve, triton_available
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -76,12 +76,7 @@ def _resolve(backend: str | None, device: torch.device) -> str:
     if name not in ("ref", "cpu", "triton"):
         raise ValueError(f"attention backends are 'auto', 'ref', 'cpu' (scaled_dot_product_attention) and "
                          f"'triton', got {name!r}")
-    if name == "triton":
-        if not triton_available():
-            raise RuntimeError("backend 'triton' needs the triton package")
-        if device.type == "cpu" and not triton_interpreted():
-            raise ValueError("backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1")
-    return name
+    return resolve(name, device) if name == "triton" else name  # the shared Triton availability checks
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,

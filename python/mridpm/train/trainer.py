@@ -57,8 +57,9 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _step_generator(seed: int, step: int, salt: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + salt)
+def _step_seed(seed: int, step: int, salt: int) -> int:
+    """The seed of step `step`'s draws: salt 0 for the batch, timesteps and noise, 1 + rank for dropout."""
+    return (seed * 1_000_003 + step) * 7 + salt
 
 
 def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, device: str | torch.device = "cpu",
@@ -89,16 +90,16 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
     scaler = torch.amp.GradScaler(enabled=config.amp == "fp16" and device.type == "cuda")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     local = config.batch_size // world
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []  # read back every 10 steps, not every step
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress or rank != 0)
     while step < end:
-        g = _step_generator(config.seed, step, 0)
+        g = torch.Generator().manual_seed(_step_seed(config.seed, step, 0))
         idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
         t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=g)
         noise = torch.randn((config.batch_size, *data.shape[1:]), generator=g, dtype=data.dtype)
         share = slice(rank * local, (rank + 1) * local)
-        torch.manual_seed(_step_generator(config.seed, step, 1 + rank).initial_seed())  # dropout
+        torch.manual_seed(_step_seed(config.seed, step, 1 + rank))  # dropout
         x0 = data[idx[share]].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share])
@@ -111,9 +112,10 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
         scaler.update()
         ema.update(model)
         step += 1
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if step % 10 == 0 or step == end:
+            bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
         if rank == 0 and (step % config.checkpoint_every == 0 or step == end):
             _save(config, step, model, ema, opt)
         if rank == 0 and config.sample_every > 0 and step % config.sample_every == 0:
@@ -121,7 +123,7 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
     bar.close()
     if world > 1:
         dist.barrier()
-    return TrainState(step, losses)
+    return TrainState(step, torch.stack(losses).tolist() if losses else [])
 
 
 def sample_figure(model: torch.nn.Module, ema: EMA, schedule: DiscreteSchedule, config: TrainConfig,
