@@ -4,7 +4,7 @@
 #include "../dc.h"
 
 namespace mridpm {
-const char* set_cuda_error(cudaError_t err);  // step.cu keeps the message
+int launch_status();  // step.cu: kOk, or kCudaError with the message kept for last_cuda_error
 
 namespace {
 
@@ -56,12 +56,7 @@ int dc_cuda(const DcArgs& a, std::uintptr_t stream_handle) {
   const std::int64_t blocks = (total + kThreads - 1) / kThreads;
   const unsigned grid = static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20));
   dc_kernel<<<grid, kThreads, 0, reinterpret_cast<cudaStream_t>(stream_handle)>>>(a, total);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    set_cuda_error(err);
-    return kCudaError;
-  }
-  return kOk;
+  return launch_status();
 }
 
 }  // namespace mridpm

@@ -142,9 +142,11 @@ void launch(const StepArgs& a, cudaStream_t stream) {
 
 bool cuda_built() { return true; }
 
-const char* set_cuda_error(cudaError_t err) {
+int launch_status() {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return kOk;
   g_last_error = cudaGetErrorString(err);
-  return g_last_error.c_str();
+  return kCudaError;
 }
 
 const char* last_cuda_error() { return g_last_error.c_str(); }
@@ -158,12 +160,7 @@ int step_cuda(const StepArgs& a, std::uintptr_t stream_handle) {
     case kFloat16: launch<kFloat16>(a, stream); break;
     default: launch<kBFloat16>(a, stream); break;
   }
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    set_cuda_error(err);
-    return kCudaError;
-  }
-  return kOk;
+  return launch_status();
 }
 
 }  // namespace mridpm
