@@ -56,9 +56,9 @@ def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.
     return op.adjoint(y - op.forward(x))
 
 
-def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, lam: float, keep: float
-             ) -> torch.Tensor:
-    """S^H F^H [keep k + lam M (y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
+def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, lam: float, keep: float,
+             y_scale: float = 1.0) -> torch.Tensor:
+    """S^H F^H [keep k + lam M (y_scale y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
     inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs.
     y None stands for zero k-space (the normal operator: keep = 0, lam = -1 gives M k). The
     callers guarantee a mask on the operator."""
@@ -70,10 +70,10 @@ def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, la
     mask = op.mask.mask  # type: ignore[union-attr]
     if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
         k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
-        k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_coils) - k)
+        k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_scale * y_coils) - k)
         return (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
     even = all(n % 2 == 0 for n in spatial)
-    ysign = 0.0 if y is None else 1.0
+    ysign = 0.0 if y is None else y_scale
     if even:  # unshifted FFTs; the shifts become the kernels' signs (and a constant on y)
         dims = tuple(range(-ndim, 0))
         k = torch.fft.fftn(dc_ops.coil_expand(x, maps, sign=True), dim=dims, norm="ortho")

@@ -8,6 +8,9 @@
     contrast = "T1"
     size = [64, 64]
     z = [50, 120]               # the training slice range (evaluation slices lie outside it)
+    holdout_every = 0           # n > 0: slices with (z - z0) % n == n // 2 are held out too
+    complex = false             # true: complex slices with random smooth phases, 2 channels (re, im)
+    copies = 1                  # complex: draws of tissue jitter and phase per slice
     # source = "fastmri"; path = "dir" reads reconstruction_rss targets from fastMRI files
     [train]                     # TrainConfig fields
     steps = 2000
@@ -59,15 +62,42 @@ def _fields(cls: type, table: dict[str, Any], where: str) -> dict[str, Any]:
     return table
 
 
+def phantom_slices(data: dict[str, Any], heldout: bool = False) -> list[int]:
+    """The z positions of the [data] table's training slices (or of its held-out ones)."""
+    lo, hi = data.get("z", [50, 120])
+    every = int(data.get("holdout_every", 0))
+    out = [z for z in range(lo, hi) if every > 0 and (z - lo) % every == every // 2]
+    return out if heldout else [z for z in range(lo, hi) if z not in out]
+
+
+def complex_slices(magnitude: torch.Tensor, seed: int) -> torch.Tensor:
+    """Complex slices (N, H, W): each magnitude slice scaled to peak 1 with a random smooth phase."""
+    import numpy as np
+
+    from mridpm.data.phantom import smooth_phase
+
+    rng = np.random.default_rng(seed)
+    mag = magnitude / magnitude.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    phase = torch.stack([smooth_phase(tuple(mag.shape[-2:]), rng) for _ in range(mag.shape[0])])
+    return torch.polar(mag.float(), phase.float())
+
+
 def training_images(data: dict[str, Any]) -> torch.Tensor:
-    """(N, 1, H, W) magnitude images scaled to [-1, 1] from the [data] table."""
+    """(N, C, H, W) training images in [-1, 1] from the [data] table: magnitude (C = 1, background -1)
+    or, with complex = true, real and imaginary parts (C = 2, background 0)."""
     source = data.get("source", "phantom")
     if source == "phantom":
         from mridpm.data.phantom import brain_slices
 
-        lo, hi = data.get("z", [50, 120])
         size = tuple(data.get("size", [64, 64]))
-        imgs = brain_slices(data.get("contrast", "T1"), list(range(lo, hi)), size)  # type: ignore[arg-type]
+        zs = phantom_slices(data)
+        if data.get("complex", False):
+            mags = [brain_slices(data.get("contrast", "T1"), zs, size, jitter=float(data.get("jitter", 0.05)),  # type: ignore[arg-type]
+                                 seed=c) for c in range(int(data.get("copies", 1)))]
+            mags = torch.cat(mags + [m.flip(-1) for m in mags]) if data.get("flip", True) else torch.cat(mags)
+            x = complex_slices(mags, int(data.get("seed", 0)))
+            return torch.view_as_real(x).permute(0, 3, 1, 2).contiguous()
+        imgs = brain_slices(data.get("contrast", "T1"), zs, size)  # type: ignore[arg-type]
         if data.get("flip", True):
             imgs = torch.cat([imgs, imgs.flip(-1)])
     elif source == "fastmri":

@@ -1,0 +1,1 @@
+"""MRI tasks built on the samplers, operators and networks: reconstruction first."""

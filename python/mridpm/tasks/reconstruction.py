@@ -1,0 +1,194 @@
+"""MRI reconstruction by diffusion posterior sampling: one entry point over every method, several
+posterior samples per call (their mean is the reconstruction, their pixelwise standard deviation the
+uncertainty), warm starts, the per-coil root-sum-of-squares variant and 3D volumes with a total-variation
+prior along the slices."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mridpm.dpm.schedules import DiscreteSchedule
+from mridpm.mri.classical import _soft, cg_sense, zero_filled
+from mridpm.mri.coils import rss
+from mridpm.mri.dc import all_finite, conjugate_gradient
+from mridpm.mri.operators import Sense, SingleCoil
+from mridpm.random import Generator
+from mridpm.tasks import posterior as ps
+
+METHODS = ("projection", "langevin", "pc", "pc-rss", "dps", "dds", "kspace", "tv3d")
+DEFAULT_STEPS = {"projection": 100, "langevin": 100, "pc": 100, "pc-rss": 100, "dps": 200, "dds": 50,
+                 "kspace": 100, "tv3d": 50}
+
+
+@dataclass
+class Reconstruction:
+    """mean and std over the posterior samples (samples, batch, *spatial); complex images, or
+    magnitudes for the per-coil root-sum-of-squares method; evaluations counts model calls."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    samples: torch.Tensor
+    evaluations: int
+    seconds: float
+
+
+def check_problem(y: torch.Tensor, op: Sense | SingleCoil, noise_std: float = 0.0) -> ps.Problem:
+    """The checked problem: complex finite k-space of the operator's shape, a 0/1 mask that samples
+    something, measurements that are not all zero."""
+    if not isinstance(op, (Sense, SingleCoil)):
+        raise TypeError(f"op must be a Sense or SingleCoil operator, got {type(op).__name__}")
+    if not isinstance(y, torch.Tensor) or not y.is_complex():
+        raise TypeError("y (the measured k-space) must be a complex tensor")
+    if op.mask is None or not op.mask.binary:
+        raise ValueError("posterior sampling needs a 0/1 sampling mask on the operator")
+    ndim = op.ndim
+    if isinstance(op, Sense):
+        maps = op.maps
+        if y.dim() != ndim + 2 or y.shape[1] != maps.shape[1] or tuple(y.shape[2:]) != tuple(maps.shape[2:]) \
+                or maps.shape[0] not in (1, y.shape[0]):
+            raise ValueError(f"y of shape {tuple(y.shape)} does not match coil maps of shape {tuple(maps.shape)} "
+                             f"(expected (batch, {maps.shape[1]}, {', '.join(map(str, maps.shape[2:]))}))")
+    elif y.dim() != ndim + 1:
+        raise ValueError(f"single-coil y must be (batch, *spatial) with {ndim} spatial dimensions, got {tuple(y.shape)}")
+    try:
+        torch.broadcast_shapes(op.mask.mask.shape, y.shape)
+    except RuntimeError:
+        raise ValueError(f"the mask of shape {tuple(op.mask.mask.shape)} does not fit k-space of shape "
+                         f"{tuple(y.shape)}") from None
+    if not all_finite(y):
+        raise ValueError("y (the measured k-space) contains NaN or Inf")
+    if not bool((y != 0).any()):
+        raise ValueError("y (the measured k-space) is all zeros")
+    if not math.isfinite(noise_std) or noise_std < 0:
+        raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
+    return ps.Problem(y, op, float(noise_std))
+
+
+def _repeat(problem: ps.Problem, n: int) -> ps.Problem:
+    """The problem for n samples of each measurement, stacked sample-major along the batch."""
+    if n == 1:
+        return problem
+    op, y = problem.op, problem.y
+    mask = op.mask.mask  # type: ignore[union-attr]
+    rep = (n,) + (1,) * (mask.dim() - 1)
+    mask = mask.repeat(rep) if mask.dim() == y.dim() and mask.shape[0] > 1 else mask
+    if isinstance(op, Sense):
+        maps = op.maps if op.maps.shape[0] == 1 else op.maps.repeat((n,) + (1,) * (op.maps.dim() - 1))
+        op = Sense(maps, mask, op.ndim)
+    else:
+        op = SingleCoil(mask, op.ndim)
+    return ps.Problem(y.repeat((n,) + (1,) * (y.dim() - 1)), op, problem.noise_std)
+
+
+def per_coil(problem: ps.Problem) -> ps.Problem:
+    """Each coil as its own single-coil problem (batch * coils, *spatial), for the RSS variant."""
+    op, y = problem.op, problem.y
+    if not isinstance(op, Sense):
+        raise TypeError("the per-coil (pc-rss) method needs multi-coil data and a Sense operator")
+    mask = op.mask.mask  # type: ignore[union-attr]
+    if mask.dim() == y.dim():
+        mask = mask.expand(mask.shape[0], y.shape[1], *mask.shape[2:])
+        mask = mask.reshape(-1, *mask.shape[2:]) if mask.shape[0] > 1 else mask[:, 0]
+    return ps.Problem(y.reshape(-1, *y.shape[2:]), SingleCoil(mask, op.ndim), problem.noise_std)
+
+
+def tv_admm(problem: ps.Problem, slices: int, rho: float, lam: float, cg_iters: int, gamma: float
+            ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The DiffusionMBIR refinement of a stack of Tweedie estimates (samples * slices, H, W): one ADMM
+    iteration per call on 0.5 ||y - A x||^2 + gamma/2 ||x - x0||^2 + lam ||D_z x||_1 (D_z the difference
+    along the slices), x by CG on (A^H A + rho D^T D + gamma I); the split variables persist across calls."""
+    state: dict[str, torch.Tensor] = {}
+    b = problem.op.adjoint(problem.y)
+
+    def vol(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, slices, *x.shape[1:])
+
+    def d(x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1:] - x[:, :-1]
+
+    def dt(w: torch.Tensor) -> torch.Tensor:
+        pad = torch.zeros_like(w[:, :1])
+        return torch.cat([pad, w], 1) - torch.cat([w, pad], 1)
+
+    def normal(x: torch.Tensor) -> torch.Tensor:
+        return vol(problem.normal(x.reshape(-1, *x.shape[2:]))) + rho * dt(d(x)) + gamma * x
+
+    def solve(x0: torch.Tensor) -> torch.Tensor:
+        v0 = vol(x0)
+        if not state:
+            state["z"], state["u"] = d(v0), torch.zeros_like(d(v0))
+        rhs = vol(b) + rho * dt(state["z"] - state["u"]) + gamma * v0
+        x = conjugate_gradient(normal, rhs, x0=v0, iters=cg_iters)  # type: ignore[arg-type]
+        dx = d(x)
+        state["z"] = _soft(dx + state["u"], lam / rho)
+        state["u"] = state["u"] + dx - state["z"]
+        return x.reshape(x0.shape)
+
+    return solve
+
+
+def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., torch.Tensor],
+                schedule: DiscreteSchedule, *, method: str = "dds", samples: int = 1, steps: int | None = None,
+                noise_std: float = 0.0, prediction: str = "eps", clip: tuple[float, float] | None = None,
+                eta: float | None = None, warm_start: str | torch.Tensor | None = None, t_start: int | None = None,
+                final_dc: bool | None = None, generator: Generator | None = None, progress: bool = False,
+                model_kwargs: dict | None = None, **options: Any) -> Reconstruction:
+    """Posterior samples of x given y = A x + n under the diffusion prior `model` (called on complex
+    images, see posterior.ComplexDenoiser). method: one of METHODS; options go to the method
+    (lam, corrector_steps, snr, langevin_steps, step_size, zeta, cg_iters, gamma, rho, tv). warm_start
+    "zero_filled", "cg" or an image starts the reverse process at t_start from that image. final_dc
+    (default: when noise_std is 0) ends with the nearest image that reproduces y."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    tic = time.perf_counter()
+    problem = check_problem(y, op, noise_std)
+    if method == "pc-rss":
+        problem = per_coil(problem)
+    init = _warm_start(problem, warm_start)
+    problem = _repeat(problem, samples)
+    shape = (problem.y.shape[0], *problem.y.shape[-op.ndim:])
+    opts = ps.Options(steps=steps or DEFAULT_STEPS[method], eta=1.0 if eta is None else eta, clip=clip,
+                      init=None if init is None else init.repeat((samples,) + (1,) * (init.dim() - 1)),
+                      t_start=t_start, model_kwargs=model_kwargs, progress=progress)
+    common = {"opts": opts, "generator": generator, "prediction": prediction}
+    if method in ("projection", "pc", "pc-rss"):
+        corrector = options.pop("corrector_steps", 0 if method == "projection" else 1)
+        x, calls = ps.sample_projection(model, problem, schedule, shape, corrector_steps=corrector, **common,
+                                        **options)
+    elif method == "langevin":
+        x, calls = ps.sample_langevin(model, problem, schedule, shape, **common, **options)
+    elif method == "dps":
+        x, calls = ps.sample_dps(model, problem, schedule, shape, **common, **options)
+    elif method == "kspace":
+        x, calls = ps.sample_kspace(model, problem, schedule, shape, **common, **options)
+    else:
+        solve = None
+        if method == "tv3d":
+            rho, tv = float(options.pop("rho", 0.5)), float(options.pop("tv", 0.01))
+            solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", 0.0))
+        x, calls = ps.sample_dds(model, problem, schedule, shape, solve=solve, **common, **options)
+    if final_dc if final_dc is not None else noise_std == 0.0:
+        x = problem.consistent(x)
+    x = x.reshape(samples, -1, *x.shape[1:])
+    if method == "pc-rss":
+        x = rss(x.reshape(samples, y.shape[0], y.shape[1], *x.shape[2:]), dim=2)
+    std = x.std(dim=0) if samples > 1 else torch.zeros(x.shape[1:], dtype=x.real.dtype, device=x.device)
+    return Reconstruction(x.mean(dim=0), std, x, calls, time.perf_counter() - tic)
+
+
+def _warm_start(problem: ps.Problem, warm_start: str | torch.Tensor | None) -> torch.Tensor | None:
+    if warm_start is None or isinstance(warm_start, torch.Tensor):
+        return warm_start
+    if warm_start == "zero_filled":
+        return zero_filled(problem.y, problem.op)
+    if warm_start == "cg":
+        return cg_sense(problem.y, problem.op, iters=10)
+    raise ValueError(f"warm_start must be 'zero_filled', 'cg', an image or None, got {warm_start!r}")
