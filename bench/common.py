@@ -104,7 +104,8 @@ def print_table(rows: list[Row]) -> None:
     w = max([22, *(len(r.shape) + 2 for r in rows)])
     print(f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}")
     for r in rows:
-        print(f"{r.shape:<{w}}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{r.vs_eager:>9.2f}x")
+        ratio = f"{r.vs_eager:>9.2f}x" if r.vs_eager == r.vs_eager else f"{'-':>10}"  # NaN: no eager row
+        print(f"{r.shape:<{w}}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{ratio}")
 
 
 def _fmt_time(us: float) -> str:
@@ -115,6 +116,7 @@ def save(name: str, rows: list[Row], extra: dict[str, object] | None = None) -> 
     """Writes rows and the machine description to bench/results/<name>.json."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": machine(), "rows": [asdict(r) for r in rows], **(extra or {})}
+    clean = [{k: None if v != v else v for k, v in asdict(r).items()} for r in rows]  # NaN -> null
+    payload = {"machine": machine(), "rows": clean, **(extra or {})}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -45,3 +45,33 @@ def grid(images: torch.Tensor, columns: int = 8, pad: int = 2, value: float | No
         r, c = divmod(i, columns)
         out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = imgs[i]
     return out
+
+
+def write_panels(path: str | os.PathLike, panels: list[tuple[str, torch.Tensor]], scale: int = 3) -> Path:
+    """A row of (title, real (H, W) image) panels, each scaled from its own [min, max] range and
+    enlarged scale times, titled above; titles are drawn with Pillow's built-in font."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError as err:
+        raise ImportError("titled figures need Pillow: pip install 'mridpm[data]'") from err
+    tiles = []
+    for _, img in panels:
+        if img.dim() != 2 or img.is_complex():
+            raise ValueError(f"panels take real (H, W) images, got {tuple(img.shape)} {img.dtype}")
+        t = img.detach().float().cpu()
+        lo, hi = float(t.min()), float(t.max())
+        t = ((t - lo) / (hi - lo if hi > lo else 1.0) * 255).round().clamp(0, 255).to(torch.uint8)
+        tiles.append(t.repeat_interleave(scale, 0).repeat_interleave(scale, 1))
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    font = ImageFont.load_default()
+    lines = max(len(title.split("\n")) for title, _ in panels)
+    top, pad = 14 * lines + 6, 6
+    canvas = Image.new("L", (len(tiles) * (w + pad) + pad, h + top + pad), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, ((title, _), tile) in enumerate(zip(panels, tiles, strict=True)):
+        x = pad + i * (w + pad)
+        canvas.paste(Image.fromarray(tile.numpy(), mode="L"), (x, top))
+        draw.multiline_text((x, 3), title, fill=0, font=font, spacing=2)
+    with atomic_path(path, ".png") as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)

@@ -61,10 +61,13 @@ class Problem:
 
     def consistent(self, x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
         """The nearest image to x that reproduces y: x + A^+ (y - A x). The hard projection for one
-        coil; for SENSE, CG on A^H A d = A^H (y - A x) from d = 0 (its minimum-norm solution)."""
+        coil; for SENSE, CG on A^H A d = A^H (y - A x) from d = 0 (its minimum-norm solution), repeated
+        once on the new residual (iterative refinement: float32 CG stalls near 1e-4 relative)."""
         if isinstance(self.op, SingleCoil):
             return self.project(x, 1.0)
-        return x + conjugate_gradient(self.op.N, self.gradient(x), iters=iters, tol=tol)
+        for _ in range(2):
+            x = x + conjugate_gradient(self.op.N, self.gradient(x), iters=iters, tol=tol)
+        return x
 
 
 def _noise(x: torch.Tensor, generator: Generator | None) -> torch.Tensor:
@@ -148,7 +151,7 @@ def sample_projection(model: Callable[..., torch.Tensor], problem: Problem, sche
 
 def sample_langevin(model: Callable[..., torch.Tensor], problem: Problem, schedule: DiscreteSchedule,
                     shape: Sequence[int], *, opts: Options, generator: Generator | None = None,
-                    langevin_steps: int = 3, step_size: float = 0.1, prediction: str = "eps"
+                    langevin_steps: int = 3, step_size: float = 0.5, prediction: str = "eps"
                     ) -> tuple[torch.Tensor, int]:
     """Annealed Langevin posterior sampling (Jalal et al. 2021) over the schedule's noise levels,
     in the variance-exploding variable v = x_t / alpha_t (noise level g = sigma_t / alpha_t):
@@ -186,8 +189,7 @@ def sample_dps(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
     x = start(schedule, ts, shape, problem.y, generator, opts.init)
     batch_shape = (-1,) + (1,) * (len(shape) - 1)
     for i, t in steps_of(ts, opts.progress, "dps"):
-        a, s = schedule.alpha_sigma(t)
-        coeffs, std, x0c, x0w = ddim_coeffs(prediction, a * a, _abar_to(schedule, ts, i), opts.eta)
+        coeffs, std, x0c, x0w = ddim_coeffs(prediction, schedule.alpha_bar(t), _abar_to(schedule, ts, i), opts.eta)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             out = run(xg, t)
@@ -203,18 +205,24 @@ def sample_dps(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
 
 def sample_dds(model: Callable[..., torch.Tensor], problem: Problem, schedule: DiscreteSchedule,
                shape: Sequence[int], *, opts: Options, generator: Generator | None = None,
-               cg_iters: int = 5, gamma: float | None = None, prediction: str = "eps",
-               solve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
+               cg_iters: int = 5, gamma: float | None = None, data_var: float = 1.0, direction: str = "model",
+               prediction: str = "eps", solve: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, int]:
     """Decomposed diffusion sampling (Chung, Lee & Ye 2024): at each DDIM step the Tweedie estimate x0
     is refined by cg_iters conjugate-gradient steps on (A^H A + gamma I) x = A^H y + gamma x0 started
-    at x0, and the update uses the refined x0 with the model's noise. gamma None takes
-    noise_std^2 / r_t^2 with r_t^2 = g^2 / (1 + g^2), g = sigma_t / alpha_t, the variance of x0 given x_t
-    for unit-variance data: then the refined x0 is E[x0 | x_t, y] under that Gaussian approximation
-    (and gamma = 0, the paper's Krylov-subspace form, for noiseless data). solve replaces the
+    at x0. gamma None takes noise_std^2 / r_t^2 with r_t^2 = v g^2 / (v + g^2), g = sigma_t / alpha_t,
+    the variance of x0 given x_t for data of variance v = data_var per real component: then the refined
+    x0 is E[x0 | x_t, y] under that Gaussian approximation (gamma = 0, the paper's Krylov-subspace form,
+    for noiseless data). direction "x0" takes the update's noise direction from the refined x0,
+    eps = (x_t - alpha_t x0) / sigma_t (the DDPM step given x0; exact for Gaussian priors in the
+    many-step limit), "model" keeps the network's eps as the paper does. solve replaces the
     refinement (the 3D sampler passes its ADMM)."""
     if not isinstance(cg_iters, int) or cg_iters < 0 or (gamma is not None and not (math.isfinite(gamma)
-                                                                                   and gamma >= 0)):
-        raise ValueError(f"need cg_iters >= 0 and gamma >= 0, got {cg_iters}, {gamma}")
+                                                                                   and gamma >= 0)) \
+            or not (math.isfinite(data_var) and data_var > 0):
+        raise ValueError(f"need cg_iters >= 0, gamma >= 0 and data_var > 0, got {cg_iters}, {gamma}, {data_var}")
+    if direction not in ("x0", "model"):
+        raise ValueError(f"direction must be 'x0' or 'model', got {direction!r}")
     ts = opts.timesteps(schedule)
     run = ModelRun(model, opts.model_kwargs, discrete=True)
     x = start(schedule, ts, shape, problem.y, generator, opts.init)
@@ -223,15 +231,19 @@ def sample_dds(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
         a, s = schedule.alpha_sigma(t)
         coeffs, std, x0c, x0w = ddim_coeffs(prediction, a * a, _abar_to(schedule, ts, i), opts.eta)
         out = run(x, t)
-        x0 = fused_step([x, out], list(x0c), clamp=opts.clip)
+        x0 = fused_step([x, out], [0.0, 0.0], x0_coeffs=x0c, x0_weight=1.0, clamp=opts.clip)
         if solve is not None:
             x0 = solve(x0)
         else:
             g2 = (s / a) ** 2
-            mu = problem.noise_std ** 2 * (1.0 + g2) / g2 if gamma is None else gamma
+            mu = problem.noise_std ** 2 * (data_var + g2) / (data_var * g2) if gamma is None else gamma
             rhs = b if mu == 0 else fused_step([b, x0], [1.0, mu])
             x0 = conjugate_gradient(problem.op.N, rhs, mu=mu, x0=x0, iters=cg_iters)
-        x = fused_step([x, out, x0], [*coeffs, x0w], std if std > 0 else None, generator=generator)
+        if direction == "x0":  # eps = (x_t - a x0) / s: the DDPM/DDIM step given the refined x0
+            d = math.sqrt(max(1.0 - _abar_to(schedule, ts, i) - std * std, 0.0))
+            x = fused_step([x, x0], [d / s, x0w - d * a / s], std if std > 0 else None, generator=generator)
+        else:
+            x = fused_step([x, out, x0], [*coeffs, x0w], std if std > 0 else None, generator=generator)
     return run.finish(x), len(run.times)
 
 
@@ -255,8 +267,7 @@ def sample_kspace(model: Callable[..., torch.Tensor], problem: Problem, schedule
     x = unmeasured(start(schedule, ts, shape, problem.y, generator,
                          None if opts.init is None else unmeasured(opts.init)))
     for i, t in steps_of(ts, opts.progress, "kspace"):
-        a, s = schedule.alpha_sigma(t)
-        coeffs, std, x0c, x0w = ddim_coeffs(prediction, a * a, _abar_to(schedule, ts, i), opts.eta)
+        coeffs, std, x0c, x0w = ddim_coeffs(prediction, schedule.alpha_bar(t), _abar_to(schedule, ts, i), opts.eta)
         x = unmeasured(fused_step([x, run(x, t)], coeffs, std if std > 0 else None, generator=generator,
                                   x0_coeffs=x0c, x0_weight=x0w))
     return run.finish(fused_step([x, zero_filled], [1.0, 1.0])), len(run.times)

@@ -55,7 +55,8 @@ def check_problem(y: torch.Tensor, op: Sense | SingleCoil, noise_std: float = 0.
             raise ValueError(f"y of shape {tuple(y.shape)} does not match coil maps of shape {tuple(maps.shape)} "
                              f"(expected (batch, {maps.shape[1]}, {', '.join(map(str, maps.shape[2:]))}))")
     elif y.dim() != ndim + 1:
-        raise ValueError(f"single-coil y must be (batch, *spatial) with {ndim} spatial dimensions, got {tuple(y.shape)}")
+        raise ValueError(f"single-coil y must be (batch, *spatial) with {ndim} spatial dimensions, "
+                         f"got {tuple(y.shape)}")
     try:
         torch.broadcast_shapes(op.mask.mask.shape, y.shape)
     except RuntimeError:
@@ -138,20 +139,26 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
                 noise_std: float = 0.0, prediction: str = "eps", clip: tuple[float, float] | None = None,
                 eta: float | None = None, warm_start: str | torch.Tensor | None = None, t_start: int | None = None,
                 final_dc: bool | None = None, generator: Generator | None = None, progress: bool = False,
-                model_kwargs: dict | None = None, **options: Any) -> Reconstruction:
+                model_kwargs: dict | None = None, coil_scale: bool = False, **options: Any) -> Reconstruction:
     """Posterior samples of x given y = A x + n under the diffusion prior `model` (called on complex
     images, see posterior.ComplexDenoiser). method: one of METHODS; options go to the method
     (lam, corrector_steps, snr, langevin_steps, step_size, zeta, cg_iters, gamma, rho, tv). warm_start
     "zero_filled", "cg" or an image starts the reverse process at t_start from that image. final_dc
-    (default: when noise_std is 0) ends with the nearest image that reproduces y."""
+    (default: when noise_std is 0) ends with the nearest image that reproduces y. coil_scale (pc-rss):
+    each coil's k-space is divided by the peak of its zero-filled image and the result multiplied
+    back, so that every coil image has the range of the images the prior was trained on."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     tic = time.perf_counter()
     problem = check_problem(y, op, noise_std)
+    scales = None
     if method == "pc-rss":
         problem = per_coil(problem)
+        if coil_scale:
+            scales = zero_filled(problem.y, problem.op).abs().amax(dim=(-2, -1)).clamp_min(1e-30)
+            problem = ps.Problem(problem.y / scales[:, None, None], problem.op, problem.noise_std)
     init = _warm_start(problem, warm_start)
     problem = _repeat(problem, samples)
     shape = (problem.y.shape[0], *problem.y.shape[-op.ndim:])
@@ -159,29 +166,52 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
                       init=None if init is None else init.repeat((samples,) + (1,) * (init.dim() - 1)),
                       t_start=t_start, model_kwargs=model_kwargs, progress=progress)
     common = {"opts": opts, "generator": generator, "prediction": prediction}
-    if method in ("projection", "pc", "pc-rss"):
-        corrector = options.pop("corrector_steps", 0 if method == "projection" else 1)
-        x, calls = ps.sample_projection(model, problem, schedule, shape, corrector_steps=corrector, **common,
-                                        **options)
-    elif method == "langevin":
-        x, calls = ps.sample_langevin(model, problem, schedule, shape, **common, **options)
-    elif method == "dps":
-        x, calls = ps.sample_dps(model, problem, schedule, shape, **common, **options)
-    elif method == "kspace":
-        x, calls = ps.sample_kspace(model, problem, schedule, shape, **common, **options)
-    else:
-        solve = None
-        if method == "tv3d":
-            rho, tv = float(options.pop("rho", 0.5)), float(options.pop("tv", 0.01))
-            solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", 0.0))
-        x, calls = ps.sample_dds(model, problem, schedule, shape, solve=solve, **common, **options)
+    with torch.no_grad():  # the fused DC kernels record no gradients; DPS turns them on for its own step
+        if method in ("projection", "pc", "pc-rss"):
+            corrector = options.pop("corrector_steps", 0 if method == "projection" else 1)
+            x, calls = ps.sample_projection(model, problem, schedule, shape, corrector_steps=corrector, **common,
+                                            **options)
+        elif method == "langevin":
+            x, calls = ps.sample_langevin(model, problem, schedule, shape, **common, **options)
+        elif method == "dps":
+            x, calls = ps.sample_dps(model, problem, schedule, shape, **common, **options)
+        elif method == "kspace":
+            x, calls = ps.sample_kspace(model, problem, schedule, shape, **common, **options)
+        else:
+            solve = None
+            if method == "tv3d":
+                rho, tv = float(options.pop("rho", 0.5)), float(options.pop("tv", 0.01))
+                solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", 0.0))
+            x, calls = ps.sample_dds(model, problem, schedule, shape, solve=solve, **common, **options)
     if final_dc if final_dc is not None else noise_std == 0.0:
         x = problem.consistent(x)
     x = x.reshape(samples, -1, *x.shape[1:])
+    if scales is not None:
+        x = x * scales[:, None, None]
     if method == "pc-rss":
         x = rss(x.reshape(samples, y.shape[0], y.shape[1], *x.shape[2:]), dim=2)
     std = x.std(dim=0) if samples > 1 else torch.zeros(x.shape[1:], dtype=x.real.dtype, device=x.device)
     return Reconstruction(x.mean(dim=0), std, x, calls, time.perf_counter() - tic)
+
+
+def estimate_scale(y: torch.Tensor, op: Sense | SingleCoil) -> float:
+    """The peak magnitude of a 10-iteration CG-SENSE image: what to divide y by so that the image
+    peaks near 1, as the bundled priors' training slices do."""
+    return max(float(cg_sense(y, op, iters=10).abs().amax()), 1e-30)
+
+
+def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, method: str = "dds",
+                      noise_std: float = 0.0, scale: float | None = None, **kwargs: Any) -> Reconstruction:
+    """reconstruct() with a bundled prior (mridpm.nets.priors.load_prior): its two-channel network
+    as a complex model, x0 clipped to its data range, and y scaled by estimate_scale (or scale) so
+    that the image has the range the prior was trained on; the result is scaled back."""
+    check_problem(y, op, noise_std)
+    s = estimate_scale(y, op) if scale is None else float(scale)
+    model = ps.ComplexDenoiser(prior.model)
+    kwargs.setdefault("coil_scale", method == "pc-rss")
+    r = reconstruct(y / s, op, model, prior.schedule, method=method, noise_std=noise_std / s,
+                    prediction=prior.prediction, clip=tuple(prior.info["data_range"]), **kwargs)
+    return Reconstruction(r.mean * s, r.std * s, r.samples * s, r.evaluations, r.seconds)
 
 
 def _warm_start(problem: ps.Problem, warm_start: str | torch.Tensor | None) -> torch.Tensor | None:

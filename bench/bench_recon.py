@@ -1,0 +1,173 @@
+"""Reconstruction loops: mridpm's posterior samplers against the same loops in eager PyTorch.
+
+    python bench/bench_recon.py [--device cpu|cuda] [--quick] [--prior-steps N]
+
+15 coils at 320x320, complex64, 1D random lines at R = 4. Two parts:
+- "step": the non-network part of one sampler step, timed over a 10-step loop whose model returns
+  a fixed eps (so the network costs nothing): every method of ours, and for projection and DDS the
+  same loop in eager PyTorch (diffusers' DDIM step math as separate ops with torch.randn noise,
+  the plain operator math with the FFT shifts, CG with separate ops);
+- "loop": the whole loop with the bundled prior (brain64c, convolutional, run at 320x320), per
+  model evaluation, projection and DDS, ours against eager with the same network calls.
+GB/s counts the pointwise floor of the data-consistency passes of a step (read x, maps and y,
+write x, once per pass), not the FFTs' traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import Row, measure, parse_args, report
+from mridpm import mri
+from mridpm.dpm import DiscreteSchedule
+from mridpm.dpm._common import discrete_timesteps
+from mridpm.mri.coils import birdcage_maps
+from mridpm.random import Generator
+from mridpm.tasks import posterior as ps
+from mridpm.tasks.reconstruction import reconstruct
+
+SHAPE, COILS, CG_ITERS = (320, 320), 15, 5
+
+
+def _ddim(x, eps, x0, abar, abar_prev, eta=1.0):
+    """diffusers' DDIM step after pred_x0, op by op."""
+    var = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+    std = eta * var**0.5
+    out = abar_prev**0.5 * x0 + (1 - abar_prev - std**2) ** 0.5 * eps
+    return out + std * torch.randn_like(x) if std > 0 else out
+
+
+def _dc(x, y, maps, mask, keep, y_scale=1.0):
+    k = mri.fft2c(maps * x.unsqueeze(1))
+    k = keep * k + mask * (y_scale * y - keep * k)
+    return (maps.conj() * mri.ifft2c(k)).sum(1)
+
+
+def _normal(x, maps, mask):
+    return (maps.conj() * mri.ifft2c(mask * mri.fft2c(maps * x.unsqueeze(1)))).sum(1)
+
+
+def _cg(x, b, maps, mask, mu, iters):
+    def dot(u, v):
+        return (u.conj() * v).real.sum(dim=(-2, -1), keepdim=True)
+
+    r = b - _normal(x, maps, mask) - mu * x
+    p, rr = r.clone(), dot(r, r)
+    for _ in range(iters):
+        q = _normal(p, maps, mask) + mu * p
+        alpha = rr / dot(p, q)
+        x, r = x + alpha * p, r - alpha * q
+        rr_new = dot(r, r)
+        p, rr = r + (rr_new / rr) * p, rr_new
+    return x
+
+
+def eager_loop(method, model, y, maps, mask, schedule, steps, noise_std, clip=(-1.0, 1.0)):
+    """The projection or DDS loop of mridpm.tasks.posterior written as eager PyTorch."""
+    ts = discrete_timesteps(schedule, None, steps, "leading", 0)
+    x = torch.randn(y.shape[0], *y.shape[2:], dtype=y.dtype, device=y.device)
+    b = (maps.conj() * mri.ifft2c(mask * y)).sum(1)
+    for i, t in enumerate(ts):
+        abar = schedule.alpha_bar(t)
+        abar_prev = schedule.alpha_bar(ts[i + 1]) if i + 1 < len(ts) else 1.0
+        a, s = abar**0.5, (1 - abar) ** 0.5
+        tt = torch.full((x.shape[0],), t, device=x.device)
+        if method == "projection":
+            z = torch.randn_like(x)
+            x = _dc(x - s * z, y, maps, mask, 1.0, a) + s * z
+        eps = model(x, tt)
+        x0 = torch.view_as_complex(torch.view_as_real((x - s * eps) / a).clamp(*clip))  # parts clipped
+        if method == "dds":
+            g2 = (s / a) ** 2
+            mu = noise_std**2 * (1 + g2) / g2
+            x0 = _cg(x0, b + mu * x0, maps, mask, mu, CG_ITERS)
+        x = _ddim(x, eps, x0, abar, abar_prev)
+    return x
+
+
+class Fixed(torch.nn.Module):
+    """A model whose output is a fixed eps: the loop's non-network cost alone."""
+
+    def __init__(self, eps: torch.Tensor) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.eps[: x.shape[0]]
+
+
+def _problem(batch: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    maps = birdcage_maps(COILS, SHAPE).unsqueeze(0).to(device)
+    mask = (torch.rand(SHAPE[1], generator=g) < 0.25).float()
+    mask[SHAPE[1] // 2 - 12 : SHAPE[1] // 2 + 12] = 1
+    mask = mask.reshape(1, 1, 1, -1).to(device)
+    op = mri.Sense(maps, mask)
+    x = torch.randn(batch, *SHAPE, dtype=torch.complex64, generator=g).to(device)
+    return op, maps, mask, op(x) + 0.01 * torch.randn(batch, COILS, *SHAPE, dtype=torch.complex64,
+                                                      generator=g).to(device)
+
+
+def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
+    schedule = DiscreteSchedule.from_name("linear", 1000)
+    op, maps, mask, y = _problem(batch, device)
+    eps = torch.randn(COILS * batch, *SHAPE, dtype=torch.complex64, device=device)
+    model = Fixed(eps)
+    passes = {"projection": 1, "langevin": 3, "pc": 2, "pc-rss": 2, "dps": 2, "dds": CG_ITERS + 1}
+    floor = (2 * batch * math.prod(SHAPE) + maps.numel() + y.numel()) * 8
+    reps = {"warmup": 1, "reps": 3, "min_seconds": 0.0}
+    rows = []
+    for method, n in passes.items():
+        label = f"{method} step {batch}x{COILS}x{SHAPE[0]}x{SHAPE[1]}"
+        ms = measure(lambda m=method: reconstruct(y, op, model, schedule, method=m, steps=steps, noise_std=0.01,
+                                                  generator=Generator(0), clip=(-1.0, 1.0)), device, **reps) / steps
+        base = None
+        if method in ("projection", "dds"):
+            base = measure(lambda m=method: eager_loop(m, model, y, maps, mask, schedule, steps, 0.01), device,
+                           **reps) / steps
+            rows.append(Row(label, "complex64", "eager", base, n * floor / base / 1e3, 1.0))
+        rows.append(Row(label, "complex64", "mridpm", ms, n * floor / ms / 1e3, base / ms if base else float("nan")))
+    return rows
+
+
+def loop_bench(device: torch.device, steps: int) -> list[Row]:
+    from mridpm.nets.priors import load_prior
+
+    prior = load_prior("brain64c", device)
+    model = ps.ComplexDenoiser(prior.model)
+    op, maps, mask, y = _problem(1, device)
+    y = y / float(mri.zero_filled(y, op).abs().amax())
+    reps = {"warmup": 1, "reps": 2, "min_seconds": 0.0}
+    rows = []
+    with torch.no_grad():
+        for method in ("projection", "dds"):
+            label = f"{method} loop/eval 1x{COILS}x{SHAPE[0]}x{SHAPE[1]}"
+            base = measure(lambda m=method: eager_loop(m, model, y, maps, mask, prior.schedule, steps, 0.01),
+                           device, **reps) / steps
+            ours = measure(lambda m=method: reconstruct(y, op, model, prior.schedule, method=m, steps=steps,
+                                                        noise_std=0.01, generator=Generator(0), clip=(-1.0, 1.0)),
+                           device, **reps) / steps
+            rows += [Row(label, "complex64", "eager", base, 0.0, 1.0),
+                     Row(label, "complex64", "mridpm", ours, 0.0, base / ours)]
+    return rows
+
+
+def main() -> None:
+    def extra(p):
+        p.add_argument("--prior-steps", type=int, default=5, help="steps of the loops with the bundled prior")
+
+    args, device = parse_args(__doc__, "batch 1 steps only, results not saved", extra)
+    with torch.no_grad():
+        rows = steps_bench(1, device) + ([] if args.quick else steps_bench(4, device))
+    if not args.quick:
+        rows += loop_bench(device, args.prior_steps)
+    report(rows, f"recon-{device.type}", args.quick)
+
+
+if __name__ == "__main__":
+    main()
