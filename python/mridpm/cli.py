@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rec = sub.add_parser("reconstruct", help="reconstruct undersampled fastMRI k-space with a diffusion prior")
     p_rec.add_argument("input", help="fastMRI HDF5 file")
     p_rec.add_argument("--out", required=True, help="output HDF5 file (NIfTI and PNG are written next to it)")
-    p_rec.add_argument("--method", default="dds", choices=["projection", "langevin", "pc", "pc-rss", "dps", "dds"])
+    p_rec.add_argument("--method", default="dds",
+                       choices=["projection", "langevin", "pc", "pc-rss", "dps", "dds", "tv3d"],
+                       help="tv3d: the volume at once, DDS with TV along the slices")
     p_rec.add_argument("--maps", help="HDF5 file with coil maps 'maps' (slices, coils, H, W) (default: ESPIRiT)")
     p_rec.add_argument("--accel", type=float, help="undersample with a 1D random mask (default: the file's mask)")
     p_rec.add_argument("--center", type=float, help="center fraction (default 0.08 at 4x, 0.04 at 8x)")

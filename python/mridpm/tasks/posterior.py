@@ -206,7 +206,7 @@ def sample_dps(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
 def sample_dds(model: Callable[..., torch.Tensor], problem: Problem, schedule: DiscreteSchedule,
                shape: Sequence[int], *, opts: Options, generator: Generator | None = None,
                cg_iters: int = 5, gamma: float | None = None, data_var: float = 1.0, direction: str = "model",
-               prediction: str = "eps", solve: Callable[[torch.Tensor], torch.Tensor] | None = None
+               prediction: str = "eps", solve: Callable[[torch.Tensor, float], torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, int]:
     """Decomposed diffusion sampling (Chung, Lee & Ye 2024): at each DDIM step the Tweedie estimate x0
     is refined by cg_iters conjugate-gradient steps on (A^H A + gamma I) x = A^H y + gamma x0 started
@@ -215,8 +215,8 @@ def sample_dds(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
     x0 is E[x0 | x_t, y] under that Gaussian approximation (gamma = 0, the paper's Krylov-subspace form,
     for noiseless data). direction "x0" takes the update's noise direction from the refined x0,
     eps = (x_t - alpha_t x0) / sigma_t (the DDPM step given x0; exact for Gaussian priors in the
-    many-step limit), "model" keeps the network's eps as the paper does. solve replaces the
-    refinement (the 3D sampler passes its ADMM)."""
+    many-step limit), "model" keeps the network's eps as the paper does. solve(x0, gamma) replaces
+    the refinement (the 3D sampler passes its ADMM)."""
     if not isinstance(cg_iters, int) or cg_iters < 0 or (gamma is not None and not (math.isfinite(gamma)
                                                                                    and gamma >= 0)) \
             or not (math.isfinite(data_var) and data_var > 0):
@@ -232,11 +232,11 @@ def sample_dds(model: Callable[..., torch.Tensor], problem: Problem, schedule: D
         coeffs, std, x0c, x0w = ddim_coeffs(prediction, a * a, _abar_to(schedule, ts, i), opts.eta)
         out = run(x, t)
         x0 = fused_step([x, out], [0.0, 0.0], x0_coeffs=x0c, x0_weight=1.0, clamp=opts.clip)
+        g2 = (s / a) ** 2
+        mu = problem.noise_std ** 2 * (data_var + g2) / (data_var * g2) if gamma is None else gamma
         if solve is not None:
-            x0 = solve(x0)
+            x0 = solve(x0, mu)
         else:
-            g2 = (s / a) ** 2
-            mu = problem.noise_std ** 2 * (data_var + g2) / (data_var * g2) if gamma is None else gamma
             rhs = b if mu == 0 else fused_step([b, x0], [1.0, mu])
             x0 = conjugate_gradient(problem.op.N, rhs, mu=mu, x0=x0, iters=cg_iters)
         if direction == "x0":  # eps = (x_t - a x0) / s: the DDPM/DDIM step given the refined x0

@@ -20,7 +20,8 @@ from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.random import Generator
 from mridpm.tasks.reconstruction import METHODS, estimate_scale, reconstruct_prior
 
-PRIOR_METHODS = tuple(m for m in METHODS if m not in ("kspace", "tv3d"))  # what an unconditional 2D prior runs
+PRIOR_METHODS = tuple(m for m in METHODS if m != "kspace")  # what an unconditional 2D prior runs
+SLICE_METHODS = tuple(m for m in PRIOR_METHODS if m != "tv3d")  # what runs on single held-out slices
 
 
 def default_center(accel: float) -> float:
@@ -124,9 +125,10 @@ def evaluate(accels: tuple[float, ...] = (4, 8), methods: tuple[str, ...] = ("dd
     from mridpm.nets.priors import load_prior
     from mridpm.train.run import phantom_slices
 
-    bad = [m for m in methods if m not in PRIOR_METHODS]
+    bad = [m for m in methods if m not in SLICE_METHODS]
     if bad:
-        raise ValueError(f"methods {bad} cannot run with an unconditional 2D prior; choose from {PRIOR_METHODS}")
+        raise ValueError(f"methods {bad} cannot run on single slices with an unconditional 2D prior; choose from "
+                         f"{SLICE_METHODS}")
     p = load_prior(prior)
     size = tuple(p.info["image_size"])
     held = phantom_slices(p.info["train"]["extra"]["data"], heldout=True)[:slices]
@@ -239,24 +241,27 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
         raise ValueError(f"{parts} holds slices of a run with other settings; delete it or repeat those settings")
     meta.write_text(json.dumps(settings))
     names = ("mean", "std", "zero_filled", "cg")
-    for s in tqdm(range(kspace.shape[0]), desc="slices", disable=not progress):
-        done = parts / f"slice-{s:04d}.safetensors"
-        if done.is_file():
+    n = kspace.shape[0]
+    chunks = [list(range(n))] if method == "tv3d" else [[s] for s in range(n)]  # tv3d: the volume at once
+    for chunk in tqdm(chunks, desc="slices", disable=not progress or len(chunks) == 1):
+        done = [parts / f"slice-{s:04d}.safetensors" for s in chunk]
+        if all(f.is_file() for f in done):
             continue
-        y = kspace[s : s + 1] * mask
+        y = kspace[chunk[0] : chunk[-1] + 1] * mask
         if vol.multicoil:
-            smaps = given[s : s + 1] if given is not None else espirit_maps(y, calib_width=min(24, acs),
-                                                                             kernel_width=min(6, acs // 2))
+            smaps = given[chunk[0] : chunk[-1] + 1] if given is not None else espirit_maps(
+                y, calib_width=min(24, acs), kernel_width=min(6, acs // 2))
             op: Sense | SingleCoil = Sense(smaps, mask)
         else:
             op, y = SingleCoil(mask[0]), y[:, 0]
         sigma = estimate_noise_std(y, mask) if noise_std is None else noise_std
         r = reconstruct_prior(y, op, p, method=method, samples=samples, steps=steps, noise_std=sigma,
-                              generator=Generator(seed + s), **options)
-        images = (r.mean[0].abs(), r.std[0], zero_filled(y, op)[0].abs(), cg_sense(y, op, iters=10)[0].abs())
-        with atomic_path(done, ".safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in zip(names, images, strict=True)}, str(tmp))
-    stack = [load_file(str(parts / f"slice-{s:04d}.safetensors")) for s in range(kspace.shape[0])]
+                              generator=Generator(seed + chunk[0]), **options)
+        images = (r.mean.abs(), r.std, zero_filled(y, op).abs(), cg_sense(y, op, iters=10).abs())
+        for i, f in enumerate(done):
+            with atomic_path(f, ".safetensors") as tmp:
+                save_file({k: v[i].contiguous() for k, v in zip(names, images, strict=True)}, str(tmp))
+    stack = [load_file(str(parts / f"slice-{s:04d}.safetensors")) for s in range(n)]
     vols = {k: torch.stack([d[k] for d in stack]) for k in names}
     written = _write_outputs(out, vols, vol.target, settings)
     for f in parts.iterdir():

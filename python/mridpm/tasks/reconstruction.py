@@ -99,12 +99,15 @@ def per_coil(problem: ps.Problem) -> ps.Problem:
     return ps.Problem(y.reshape(-1, *y.shape[2:]), SingleCoil(mask, op.ndim), problem.noise_std)
 
 
-def tv_admm(problem: ps.Problem, slices: int, rho: float, lam: float, cg_iters: int, gamma: float
-            ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The DiffusionMBIR refinement of a stack of Tweedie estimates (samples * slices, H, W): one ADMM
-    iteration per call on 0.5 ||y - A x||^2 + gamma/2 ||x - x0||^2 + lam ||D_z x||_1 (D_z the difference
-    along the slices), x by CG on (A^H A + rho D^T D + gamma I); the split variables persist across calls."""
-    state: dict[str, torch.Tensor] = {}
+def tv_admm(problem: ps.Problem, slices: int, rho: float, lam: float, cg_iters: int, gamma: float | None,
+            admm_iters: int = 2) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """The DiffusionMBIR refinement of a stack of Tweedie estimates x0 (samples * slices, H, W):
+    admm_iters ADMM iterations on 0.5 ||y - A x||^2 + gamma/2 ||x - x0||^2 + lam ||D_z x||_1 (D_z the
+    difference along the slices) started at x = x0, z = soft(D_z x0), u = 0; x by cg_iters CG steps on
+    (A^H A + rho D^T D + gamma I) from the current x; gamma None takes DDS's noise-aware weight
+    for the step (the second argument of the returned function). The split variables start afresh at every call:
+    carried over from earlier (noisier) estimates, as the paper does, they pulled later estimates back
+    towards them and the loop diverged on the brain prior."""
     b = problem.op.adjoint(problem.y)
 
     def vol(x: torch.Tensor) -> torch.Tensor:
@@ -117,18 +120,21 @@ def tv_admm(problem: ps.Problem, slices: int, rho: float, lam: float, cg_iters: 
         pad = torch.zeros_like(w[:, :1])
         return torch.cat([pad, w], 1) - torch.cat([w, pad], 1)
 
-    def normal(x: torch.Tensor) -> torch.Tensor:
-        return vol(problem.normal(x.reshape(-1, *x.shape[2:]))) + rho * dt(d(x)) + gamma * x
+    def solve(x0: torch.Tensor, mu: float) -> torch.Tensor:
+        w = mu if gamma is None else gamma
 
-    def solve(x0: torch.Tensor) -> torch.Tensor:
-        v0 = vol(x0)
-        if not state:
-            state["z"], state["u"] = d(v0), torch.zeros_like(d(v0))
-        rhs = vol(b) + rho * dt(state["z"] - state["u"]) + gamma * v0
-        x = conjugate_gradient(normal, rhs, x0=v0, iters=cg_iters)  # type: ignore[arg-type]
-        dx = d(x)
-        state["z"] = _soft(dx + state["u"], lam / rho)
-        state["u"] = state["u"] + dx - state["z"]
+        def normal(x: torch.Tensor) -> torch.Tensor:
+            return vol(problem.normal(x.reshape(-1, *x.shape[2:]))) + rho * dt(d(x)) + w * x
+
+        x = v0 = vol(x0)
+        z = _soft(d(v0), lam / rho)
+        u = torch.zeros_like(z)
+        for _ in range(admm_iters):
+            rhs = vol(b) + rho * dt(z - u) + w * v0
+            x = conjugate_gradient(normal, rhs, x0=x, iters=cg_iters)  # type: ignore[arg-type]
+            dx = d(x)
+            z = _soft(dx + u, lam / rho)
+            u = u + dx - z
         return x.reshape(x0.shape)
 
     return solve
@@ -181,7 +187,8 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
             solve = None
             if method == "tv3d":
                 rho, tv = float(options.pop("rho", 0.5)), float(options.pop("tv", 0.01))
-                solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", 0.0))
+                solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", None),
+                                options.pop("admm_iters", 2))
             x, calls = ps.sample_dds(model, problem, schedule, shape, solve=solve, **common, **options)
     if final_dc if final_dc is not None else noise_std == 0.0:
         x = problem.consistent(x)
