@@ -196,3 +196,16 @@ def test_evaluate_and_demo(tmp_path, capsys) -> None:
     png = tmp_path / "demo.png"
     rows = rp.demo(png, slices=1, samples=2, progress=False)
     assert png.stat().st_size > 0 and [r["method"] for r in rows][-1] == "dds"
+
+
+def test_figure_crops_to_a_smaller_target(tmp_path) -> None:
+    """fastMRI targets are center crops (320x320 of 640x368): the figure's metrics and error use that crop."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    vols = {k: torch.rand(3, 20, 12) for k in ("mean", "std", "zero_filled", "cg")}
+    target = rp.center_crop(vols["mean"], (8, 8)).clone()
+    assert torch.equal(target, vols["mean"][:, 6:14, 2:10])
+    written = rp._write_outputs(tmp_path / "r.h5", vols, target, {"method": "dds"})
+    with Image.open(written["png"]) as im:
+        assert im.size[0] == 5 * (8 * 3 + 6) + 6  # five 8-wide panels (scaled 3x, padded 6)
