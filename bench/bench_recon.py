@@ -8,7 +8,8 @@
   same loop in eager PyTorch (diffusers' DDIM step math as separate ops with torch.randn noise,
   the plain operator math with the FFT shifts, CG with separate ops);
 - "loop": the whole loop with the bundled prior (brain64c, convolutional, run at 320x320), per
-  model evaluation, projection and DDS, ours against eager with the same network calls.
+  model evaluation, projection and DDS, ours against eager with the same network calls, the two
+  run in turn (median of 5 each).
 GB/s counts the pointwise floor of the data-consistency passes of a step (read x, maps and y,
 write x, once per pass), not the FFTs' traffic.
 """
@@ -16,7 +17,9 @@ write x, once per pass), not the FFTs' traffic.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ from bench.common import Row, measure, parse_args, report
 from mridpm import mri
 from mridpm.dpm import DiscreteSchedule
 from mridpm.dpm._common import discrete_timesteps
+from mridpm.mri.classical import zero_filled
 from mridpm.mri.coils import birdcage_maps
 from mridpm.random import Generator
 from mridpm.tasks import posterior as ps
@@ -135,31 +139,41 @@ def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
     return rows
 
 
-def loop_bench(device: torch.device, steps: int) -> list[Row]:
+def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, reps: int) -> dict[str, float]:
+    """Median microseconds of each fn, run in turn reps times after one warm-up each: the network
+    dominates these loops and its time drifts, so the two sides take turns."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(reps):
+        for k, fn in fns.items():
+            times[k].append(measure(fn, device, warmup=0, reps=1, min_seconds=0.0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def loop_bench(device: torch.device, steps: int, reps: int = 5) -> list[Row]:
     from mridpm.nets.priors import load_prior
 
     prior = load_prior("brain64c", device)
     model = ps.ComplexDenoiser(prior.model)
     op, maps, mask, y = _problem(1, device)
-    y = y / float(mri.zero_filled(y, op).abs().amax())
-    reps = {"warmup": 1, "reps": 2, "min_seconds": 0.0}
+    y = y / float(zero_filled(y, op).abs().amax())
     rows = []
     with torch.no_grad():
         for method in ("projection", "dds"):
             label = f"{method} loop/eval 1x{COILS}x{SHAPE[0]}x{SHAPE[1]}"
-            base = measure(lambda m=method: eager_loop(m, model, y, maps, mask, prior.schedule, steps, 0.01),
-                           device, **reps) / steps
-            ours = measure(lambda m=method: reconstruct(y, op, model, prior.schedule, method=m, steps=steps,
-                                                        noise_std=0.01, generator=Generator(0), clip=(-1.0, 1.0)),
-                           device, **reps) / steps
-            rows += [Row(label, "complex64", "eager", base, 0.0, 1.0),
-                     Row(label, "complex64", "mridpm", ours, 0.0, base / ours)]
+            t = _interleaved({
+                "eager": lambda m=method: eager_loop(m, model, y, maps, mask, prior.schedule, steps, 0.01),
+                "mridpm": lambda m=method: reconstruct(y, op, model, prior.schedule, method=m, steps=steps,
+                                                       noise_std=0.01, generator=Generator(0), clip=(-1.0, 1.0))},
+                device, reps)
+            rows += [Row(label, "complex64", k, v / steps, 0.0, t["eager"] / v) for k, v in t.items()]
     return rows
 
 
 def main() -> None:
     def extra(p):
-        p.add_argument("--prior-steps", type=int, default=5, help="steps of the loops with the bundled prior")
+        p.add_argument("--prior-steps", type=int, default=3, help="steps of the loops with the bundled prior")
 
     args, device = parse_args(__doc__, "batch 1 steps only, results not saved", extra)
     with torch.no_grad():

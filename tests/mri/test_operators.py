@@ -56,6 +56,24 @@ def test_adjoint_linearity_and_normal(name):
     torch.testing.assert_close(A.N(x), A.H(A(x)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("spatial,mask_shape", [
+    ((8, 10), (1, 1, 1, 10)), ((9, 7), (7,)), ((9, 7), (2, 1, 1, 7)), ((4, 6, 10), (1, 1, 1, 1, 10)),
+    ((8, 10), (1, 1, 8, 10)),  # a 2D mask: the general path
+])
+def test_sense_normal_on_line_masks(spatial, mask_shape):
+    """Line masks take 1D FFTs along the lines without shifts: equal to A^H A in the plain operator math."""
+    g = torch.Generator().manual_seed(0)
+    maps = birdcage_maps(3, spatial).unsqueeze(0)
+    mask = (torch.rand(mask_shape, generator=g) < 0.5).float()
+    mask.reshape(-1)[0] = 1
+    A = ops.Sense(maps, mask, len(spatial))
+    assert (A._lines is not None) == (len(mask_shape) == 1 or mask_shape[-2] == 1)
+    x = torch.randn(2, *spatial, dtype=torch.complex64, generator=g)
+    k = mri.fftnc(maps * x.unsqueeze(1), len(spatial)) * mask
+    ref = (maps.conj() * mri.ifftnc(k, len(spatial))).sum(1)
+    torch.testing.assert_close(A.N(x), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_operators_are_immutable():
     A = ops.Sense(crandn(1, 2, 4, 4, generator=G))
     with pytest.raises(AttributeError, match="immutable"):
