@@ -6,7 +6,8 @@
 - "step": the non-network part of one sampler step, timed over a 10-step loop whose model returns
   a fixed eps (so the network costs nothing): every method of ours, and for projection and DDS the
   same loop in eager PyTorch (diffusers' DDIM step math as separate ops with torch.randn noise,
-  the plain operator math with the FFT shifts, CG with separate ops);
+  the plain operator math with the FFT shifts, CG with separate ops), the two run in turn (median
+  of 5 loops each: these machines drift);
 - "loop": the whole loop with the bundled prior (brain64c, convolutional, run at 320x320), per
   model evaluation, projection and DDS, ours against eager with the same network calls, the two
   run in turn (median of 5 each).
@@ -117,28 +118,6 @@ def _problem(batch: int, device: torch.device):
                                                       generator=g).to(device)
 
 
-def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
-    schedule = DiscreteSchedule.from_name("linear", 1000)
-    op, maps, mask, y = _problem(batch, device)
-    eps = torch.randn(COILS * batch, *SHAPE, dtype=torch.complex64, device=device)
-    model = Fixed(eps)
-    passes = {"projection": 1, "langevin": 3, "pc": 2, "pc-rss": 2, "dps": 2, "dds": CG_ITERS + 1}
-    floor = (2 * batch * math.prod(SHAPE) + maps.numel() + y.numel()) * 8
-    reps = {"warmup": 1, "reps": 3, "min_seconds": 0.0}
-    rows = []
-    for method, n in passes.items():
-        label = f"{method} step {batch}x{COILS}x{SHAPE[0]}x{SHAPE[1]}"
-        ms = measure(lambda m=method: reconstruct(y, op, model, schedule, method=m, steps=steps, noise_std=0.01,
-                                                  generator=Generator(0), clip=(-1.0, 1.0)), device, **reps) / steps
-        base = None
-        if method in ("projection", "dds"):
-            base = measure(lambda m=method: eager_loop(m, model, y, maps, mask, schedule, steps, 0.01), device,
-                           **reps) / steps
-            rows.append(Row(label, "complex64", "eager", base, n * floor / base / 1e3, 1.0))
-        rows.append(Row(label, "complex64", "mridpm", ms, n * floor / ms / 1e3, base / ms if base else float("nan")))
-    return rows
-
-
 def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, reps: int) -> dict[str, float]:
     """Median microseconds of each fn, run in turn reps times after one warm-up each: the network
     dominates these loops and its time drifts, so the two sides take turns."""
@@ -149,6 +128,30 @@ def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rep
         for k, fn in fns.items():
             times[k].append(measure(fn, device, warmup=0, reps=1, min_seconds=0.0))
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
+    schedule = DiscreteSchedule.from_name("linear", 1000)
+    op, maps, mask, y = _problem(batch, device)
+    eps = torch.randn(COILS * batch, *SHAPE, dtype=torch.complex64, device=device)
+    model = Fixed(eps)
+    passes = {"projection": 1, "langevin": 3, "pc": 2, "pc-rss": 2, "dps": 2, "dds": CG_ITERS + 1}
+    floor = (2 * batch * math.prod(SHAPE) + maps.numel() + y.numel()) * 8
+    rows = []
+    for method, n in passes.items():
+        label = f"{method} step {batch}x{COILS}x{SHAPE[0]}x{SHAPE[1]}"
+        fns = {"mridpm": lambda m=method: reconstruct(y, op, model, schedule, method=m, steps=steps, noise_std=0.01,
+                                                      generator=Generator(0), clip=(-1.0, 1.0))}
+        if method in ("projection", "dds"):
+            fns["eager"] = lambda m=method: eager_loop(m, model, y, maps, mask, schedule, steps, 0.01)
+        t = {k: v / steps for k, v in _interleaved(fns, device, 5).items()}
+        base = t.get("eager")
+        if base is not None:
+            rows.append(Row(label, "complex64", "eager", base, n * floor / base / 1e3, 1.0))
+        ours = t["mridpm"]
+        rows.append(Row(label, "complex64", "mridpm", ours, n * floor / ours / 1e3,
+                        base / ours if base else float("nan")))
+    return rows
 
 
 def loop_bench(device: torch.device, steps: int, reps: int = 5) -> list[Row]:
