@@ -148,7 +148,8 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
                 model_kwargs: dict | None = None, coil_scale: bool = False, **options: Any) -> Reconstruction:
     """Posterior samples of x given y = A x + n under the diffusion prior `model` (called on complex
     images, see posterior.ComplexDenoiser). method: one of METHODS; options go to the method
-    (lam, corrector_steps, snr, langevin_steps, step_size, zeta, cg_iters, gamma, rho, tv). warm_start
+    (lam, corrector_steps, snr, langevin_steps, step_size, zeta, cg_iters, gamma, data_var, direction,
+    rho, tv, admm_iters). warm_start
     "zero_filled", "cg" or an image starts the reverse process at t_start from that image. final_dc
     (default: when noise_std is 0) ends with the nearest image that reproduces y. coil_scale (pc-rss):
     each coil's k-space is divided by the peak of its zero-filled image and the result multiplied
