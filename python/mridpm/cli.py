@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--slices", type=int, default=4)
     p_demo.add_argument("--samples", type=int, default=4)
     p_demo.add_argument("--seed", type=int, default=0)
+    from mridpm.tasks.commands import add_parsers
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -74,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mridpm.tasks.commands import TASKS
+
+    if args.command in TASKS:
+        from mridpm.tasks.commands import run
+
+        run(args)
     if args.command == "reconstruct":
         from mridpm.tasks.recon_pipeline import reconstruct_file
 

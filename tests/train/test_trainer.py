@@ -55,6 +55,36 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     assert meta["model"]["class"] == "UNet" and meta["config"]["steps"] == 6
 
 
+def test_conditional_training_with_dropout_and_simplex_noise_resumes_bit_for_bit(tmp_path):
+    data = _data()
+    cond = data.flip(-1)  # any per-sample image condition
+    kw = dict(cond_dropout=0.3, noise="simplex")
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return UNet(channels=8, channel_mult=(1, 2), attention_levels=(1,), heads=2, groups=4, cond_channels=1,
+                    context_dim=3)
+
+    context = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+    whole = model()
+    train(whole, data, _config(tmp_path / "whole", **kw), cond=cond, context=context, progress=False)
+    parts = model()
+    train(parts, data, _config(tmp_path / "parts", **kw), cond=cond, context=context, progress=False, stop_after=4)
+    resumed = model(seed=7)
+    train(resumed, data, _config(tmp_path / "parts", **kw), cond=cond, context=context, progress=False)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    other = model()
+    train(other, data, _config(tmp_path / "gauss", cond_dropout=0.3), cond=cond, context=context, progress=False)
+    assert not torch.equal(other.inp.weight, whole.inp.weight)  # the noise kind matters
+    with pytest.raises(ValueError, match="but for its channels"):
+        train(model(), data, _config(tmp_path / "x"), cond=cond[:5], progress=False)
+    with pytest.raises(ValueError, match="context has 5 rows"):
+        train(model(), data, _config(tmp_path / "x"), cond=cond, context=context[:5], progress=False)
+    with pytest.raises(ValueError, match="simplex"):
+        train(_model(), data, _config(tmp_path / "x", noise="pink"), progress=False)
+
+
 def test_checkpoints_are_atomic_pruned_and_pickle_free_with_sample_figures(tmp_path):
     train(_model(), _data(), _config(tmp_path, steps=9, sample_every=9), progress=False)
     assert (tmp_path / "samples" / "step-00000009.png").read_bytes()[:4] == b"\x89PNG"

@@ -82,16 +82,146 @@ def brain_slices(contrast: str | tuple[float, float] = "T1", slices: Sequence[in
         raise ValueError(f"unknown contrast {contrast!r}; choose one of {sorted(CONTRASTS)} or give (TR, TE)")
     tr, te = CONTRASTS[contrast] if isinstance(contrast, str) else contrast
     maps = tissue_maps()
-    depth = next(iter(maps.values())).shape[2]
-    zs = list(np.linspace(60, 130, 8).round().astype(int)) if slices is None else list(slices)
-    if any(not 0 <= z < depth for z in zs):
-        raise ValueError(f"slices must lie in [0, {depth}), got {zs}")
+    zs = _slice_list(slices, next(iter(maps.values())).shape[2])
     rng = np.random.default_rng(seed)
     scale = {k: float(1 + jitter * rng.uniform(-1, 1)) for k in TISSUES}
-    vol = spin_echo({k: v[:, :, zs] for k, v in maps.items()}, tr, te, scale)  # (x, y, s)
-    img = vol.permute(2, 1, 0).flip(1)  # (s, y, x), anterior up
-    img = F.interpolate(img[:, None], size=shape, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+    img = _axial(spin_echo({k: v[:, :, zs] for k, v in maps.items()}, tr, te, scale), shape)
     return img / img.max().clamp_min(1e-12)
+
+
+def _slice_list(slices: Sequence[int] | None, depth: int) -> list[int]:
+    zs = list(np.linspace(60, 130, 8).round().astype(int)) if slices is None else [int(z) for z in slices]
+    if not zs or any(not 0 <= z < depth for z in zs):
+        raise ValueError(f"slices must be a non-empty list within [0, {depth}), got {zs}")
+    return zs
+
+
+def _axial(vol: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(x, y, s) MNI slices -> (s, H, W), anterior up, resampled with an antialiased bilinear filter."""
+    img = vol.permute(2, 1, 0).flip(1)
+    return F.interpolate(img[:, None], size=shape, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+
+
+LABELS = ("background", "csf", "gm", "wm")
+
+
+def tissue_labels(slices: Sequence[int] | None = None, shape: tuple[int, int] = (256, 256)) -> torch.Tensor:
+    """Hard tissue labels (len(slices), H, W), int64, indexing LABELS: each pixel takes the tissue
+    (or background) with the largest fraction on the image grid, the slices brain_slices makes."""
+    maps = tissue_maps()
+    zs = _slice_list(slices, next(iter(maps.values())).shape[2])
+    frac = torch.stack([_axial(maps[k][:, :, zs], shape) for k in ("csf", "gm", "wm")], 1).clamp(0, 1)
+    background = (1 - frac.sum(1, keepdim=True)).clamp_min(0)
+    return torch.cat([background, frac], 1).argmax(1)
+
+
+def one_hot(labels: torch.Tensor, classes: int = len(LABELS)) -> torch.Tensor:
+    """(N, H, W) labels -> (N, classes, H, W) channels in {-1, 1}, the form a DPM generates."""
+    if labels.dtype not in (torch.int64, torch.int32, torch.uint8) or labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels must be integers in [0, {classes}), got {labels.dtype}")
+    return F.one_hot(labels.long(), classes).movedim(-1, 1).float() * 2 - 1
+
+
+def insert_lesions(images: torch.Tensor, brain: torch.Tensor, count: int = 1, radius: tuple[float, float] = (3, 7),
+                   intensity: tuple[float, float] = (0.1, 1.0), seed: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images with synthetic lesions, their masks (N, H, W) bool): per image `count` ellipses of
+    semi-axes in radius (pixels), centred inside brain (N, H, W) bool, whose smooth-edged interior
+    takes an intensity drawn from `intensity` (relative to the image peak), as tumours or MS
+    lesions that are darker or brighter than the tissue around them."""
+    if images.shape != brain.shape or images.dim() != 3:
+        raise ValueError(f"images and brain must both be (N, H, W), got {tuple(images.shape)}, {tuple(brain.shape)}")
+    rng = np.random.default_rng(seed)
+    n, h, w = images.shape
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    out, masks = images.clone(), torch.zeros(images.shape, dtype=torch.bool)
+    for i in range(n):
+        inside = brain[i].nonzero()
+        if len(inside) == 0:
+            raise ValueError(f"image {i} has no brain pixels to place a lesion in")
+        peak = float(images[i].max())
+        for _ in range(count):
+            cy, cx = inside[int(rng.integers(len(inside)))].tolist()
+            a, b = rng.uniform(*radius, size=2)
+            th = rng.uniform(0, math.pi)
+            u = ((xx - cx) * math.cos(th) + (yy - cy) * math.sin(th)) / a
+            v = (-(xx - cx) * math.sin(th) + (yy - cy) * math.cos(th)) / b
+            r = (u * u + v * v).sqrt()
+            weight = (1.5 - r).clamp(0, 0.5) * 2 * brain[i]  # 1 inside r < 1, a linear edge to r = 1.5
+            out[i] = out[i] * (1 - weight) + weight * peak * float(rng.uniform(*intensity))
+            masks[i] |= (r < 1.25) & brain[i]
+    return out, masks
+
+
+def motion_kspace(image: torch.Tensor, shots: int, moved: Sequence[int], max_shift: float = 2.0,
+                  max_angle: float = 3.0, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-coil k-space (H, W) of an image scanned in `shots` interleaved shots of phase-encode rows
+    (row r in shot r % shots), the shots in `moved` with the object rigidly rotated (up to max_angle
+    degrees) and shifted (up to max_shift pixels) in plane: (k-space, corrupted rows (H,) bool)."""
+    if image.dim() != 2:
+        raise ValueError(f"image must be (H, W), got {tuple(image.shape)}")
+    if not 0 < shots <= image.shape[0] or any(not 0 <= s < shots for s in moved):
+        raise ValueError(f"need 0 < shots <= {image.shape[0]} and moved shots within [0, shots), got {shots}, {moved}")
+    rng = np.random.default_rng(seed)
+    x = image.to(torch.complex64)
+    k = fft2c(x)
+    rows = torch.arange(image.shape[0]) % shots
+    for s in moved:
+        ang = math.radians(rng.uniform(-max_angle, max_angle))
+        dy, dx = rng.uniform(-max_shift, max_shift, size=2)
+        c, si = math.cos(ang), math.sin(ang)
+        h, w = image.shape
+        theta = torch.tensor([[c, -si, 2 * dx / w], [si, c, 2 * dy / h]], dtype=torch.float32)[None]
+        grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+        moved_img = F.grid_sample(image.float()[None, None], grid, align_corners=False, padding_mode="zeros")[0, 0]
+        k[rows == s] = fft2c(moved_img.to(torch.complex64))[rows == s]
+    return k, torch.isin(rows, torch.tensor(list(moved), dtype=torch.long))
+
+
+def simplex_noise(shape: Sequence[int], frequency: float = 1 / 16, octaves: int = 6, persistence: float = 0.8,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero-mean, unit-variance 2D simplex noise (*batch, H, W) summed over octaves (frequency doubling,
+    amplitude times persistence), randomly offset per image: AnoDDPM's noise, which hides
+    lesion-sized structure better than white noise."""
+    *batch, h, w = shape
+    n = int(np.prod(batch)) if batch else 1
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    total = torch.zeros(n, h, w, dtype=torch.float64)
+    amp = 1.0
+    for o in range(octaves):
+        f = frequency * 2 ** o
+        offset = torch.rand(n, 2, generator=generator, dtype=torch.float64) * 1000
+        perm = torch.stack([torch.randperm(256, generator=generator) for _ in range(n)])
+        total += amp * _simplex2(xx * f + offset[:, :1, None], yy * f + offset[:, 1:, None], perm)
+        amp *= persistence
+    total = total - total.mean(dim=(-2, -1), keepdim=True)
+    total = total / total.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return total.float().reshape(*batch, h, w) if batch else total[0].float()
+
+
+_GRAD = torch.tensor([[math.cos(a), math.sin(a)] for a in np.arange(12) * 2 * math.pi / 12], dtype=torch.float64)
+
+
+def _simplex2(x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Gustavson's 2D simplex noise at (x, y) (n, H, W) with each image's permutation table (n, 256)."""
+    f2, g2 = 0.5 * (math.sqrt(3) - 1), (3 - math.sqrt(3)) / 6
+    s = (x + y) * f2
+    i, j = torch.floor(x + s), torch.floor(y + s)
+    t = (i + j) * g2
+    x0, y0 = x - (i - t), y - (j - t)
+    i1 = (x0 > y0).to(x.dtype)
+    j1 = 1 - i1
+    corners = [(x0, y0, 0, 0), (x0 - i1 + g2, y0 - j1 + g2, i1, j1), (x0 - 1 + 2 * g2, y0 - 1 + 2 * g2, 1, 1)]
+    out = torch.zeros_like(x)
+    flat = perm.reshape(perm.shape[0], -1)
+    for cx, cy, di, dj in corners:
+        ii = ((i + di).long() % 256).reshape(perm.shape[0], -1)
+        jj = ((j + dj).long() % 256).reshape(perm.shape[0], -1)
+        h = torch.gather(flat, 1, (ii + torch.gather(flat, 1, jj)) % 256).reshape(x.shape) % 12
+        g = _GRAD[h]
+        falloff = (0.5 - cx * cx - cy * cy).clamp_min(0)
+        out += falloff ** 4 * (g[..., 0] * cx + g[..., 1] * cy)
+    return 70 * out
 
 
 def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, strength: float = 1.0) -> torch.Tensor:

@@ -12,6 +12,11 @@
     complex = false             # true: complex slices with random smooth phases, 2 channels (re, im)
     copies = 1                  # complex: draws of tissue jitter and phase per slice
     # source = "fastmri"; path = "dir" reads reconstruction_rss targets from fastMRI files
+    # conditional models (phantom source): what is generated and what it is conditioned on, each a
+    # contrast (T1, T2, PD), "labels" (background/CSF/GM/WM one-hot) or, as a condition, "previous"
+    # (the target slice_step mm below, for slice-by-slice volumes)
+    target = "labels"
+    condition = ["T1"]
     [train]                     # TrainConfig fields
     steps = 2000
     out_dir = "runs/brain64"
@@ -82,6 +87,43 @@ def complex_slices(magnitude: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.polar(mag.float(), phase.float())
 
 
+def _channels(name: str, zs: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] of MNI152 slices zs: a contrast (C = 1) or the tissue labels (C = 4)."""
+    from mridpm.data.phantom import CONTRASTS, brain_slices, one_hot, tissue_labels
+
+    if name == "labels":
+        return one_hot(tissue_labels(zs, size))
+    if name not in CONTRASTS:
+        raise ValueError(f"unknown image kind {name!r}; use one of {sorted(CONTRASTS)} or 'labels'")
+    return brain_slices(name, zs, size)[:, None] * 2 - 1
+
+
+def conditional_data(data: dict[str, Any], zs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, conditions) of a conditional [data] table (target, condition) at slices zs."""
+    size = tuple(data.get("size", [64, 64]))
+    names = data.get("condition", [])
+    if isinstance(names, str) or not names:
+        raise ValueError(f"[data] condition must be a non-empty list, got {names!r}")
+    target = data.get("target", data.get("contrast", "T1"))
+    step = int(data.get("slice_step", 2))
+    x = _channels(target, zs, size)  # type: ignore[arg-type]
+    parts = [_channels(target if n == "previous" else n, [z - step for z in zs] if n == "previous" else zs, size)  # type: ignore[arg-type]
+             for n in names]
+    return x, torch.cat(parts, 1)
+
+
+def training_data(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images (N, C, H, W), conditions (N, C', H, W) or None) from the [data] table."""
+    if "condition" not in data:
+        return training_images(data), None
+    if data.get("source", "phantom") != "phantom":
+        raise ValueError("conditional training data ([data] condition) come from the phantom source")
+    x, c = conditional_data(data, phantom_slices(data))
+    if data.get("flip", True):
+        x, c = torch.cat([x, x.flip(-1)]), torch.cat([c, c.flip(-1)])
+    return x, c
+
+
 def training_images(data: dict[str, Any]) -> torch.Tensor:
     """(N, C, H, W) training images in [-1, 1] from the [data] table: magnitude (C = 1, background -1)
     or, with complex = true, real and imaginary parts (C = 2, background 0)."""
@@ -125,5 +167,8 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
     rank, _ = init_distributed()
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(train_cfg.seed)
-    return train(UNet(model_cfg), training_images(cfg.get("data", {})), train_cfg, device=dev,
-                 progress=progress and rank == 0)
+    images, cond = training_data(cfg.get("data", {}))
+    if cond is not None and cond.shape[1] != model_cfg.cond_channels:
+        raise ValueError(f"[data] condition gives {cond.shape[1]} channels; "
+                         f"set [model] cond_channels = {cond.shape[1]}")
+    return train(UNet(model_cfg), images, train_cfg, cond=cond, device=dev, progress=progress and rank == 0)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mridpm.dpm.losses import diffusion_loss
+from mridpm.data.phantom import simplex_noise
+from mridpm.dpm.losses import diffusion_loss, drop_condition
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.train.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
 from mridpm.train.ema import EMA
@@ -41,6 +42,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 0  # > 0: a PNG grid of EMA samples in out_dir/samples every that many steps
     keep: int = 2
+    noise: str = "gaussian"  # or "simplex" (2D): AnoDDPM's multi-octave simplex noise in the forward process
+    cond_dropout: float = 0.0  # conditional models: the probability a sample's condition is replaced by 0
     out_dir: str = "runs/default"
     extra: dict = field(default_factory=dict)
 
@@ -62,18 +65,28 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
     return (seed * 1_000_003 + step) * 7 + salt
 
 
-def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, device: str | torch.device = "cpu",
-          progress: bool = True, resume: bool = True, stop_after: int | None = None) -> TrainState:
-    """Trains model (a denoiser model(x, t)) on data (N, C, *spatial) and returns the final step and the
-    losses of this call. Resumes from config.out_dir when a checkpoint is there; stop_after ends the call
-    after that many steps (to test resuming) with a checkpoint."""
+def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, cond: torch.Tensor | None = None,
+          context: torch.Tensor | None = None, device: str | torch.device = "cpu", progress: bool = True,
+          resume: bool = True, stop_after: int | None = None) -> TrainState:
+    """Trains model (a denoiser model(x, t, **conditions)) on data (N, C, *spatial) and returns the final
+    step and the losses of this call. Conditions, one per sample: cond (N, C', *spatial), concatenated
+    channels, and context (N, [tokens,] dim), cross-attended; config.cond_dropout drops them to 0.
+    Resumes from config.out_dir when a checkpoint is there; stop_after ends the call after that many
+    steps (to test resuming) with a checkpoint."""
     from tqdm.auto import tqdm
 
     rank, world = _rank_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} ranks")
+    if config.noise not in ("gaussian", "simplex") or (config.noise == "simplex" and data.dim() != 4):
+        raise ValueError(f"noise must be 'gaussian' or, for 2D images, 'simplex'; got {config.noise!r}")
     if config.amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {config.amp!r}")
+    if cond is not None and (cond.shape[0] != data.shape[0] or cond.shape[2:] != data.shape[2:]):
+        raise ValueError(f"cond {tuple(cond.shape)} must match data {tuple(data.shape)} but for its channels")
+    if context is not None and context.shape[0] != data.shape[0]:
+        raise ValueError(f"context has {context.shape[0]} rows for {data.shape[0]} samples")
+    conditions = {k: v for k, v in (("cond", cond), ("context", context)) if v is not None}
     device = torch.device(device)
     model = model.to(device)
     schedule = DiscreteSchedule.from_name(config.schedule, config.num_train_timesteps)
@@ -97,12 +110,20 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
         g = torch.Generator().manual_seed(_step_seed(config.seed, step, 0))
         idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
         t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=g)
-        noise = torch.randn((config.batch_size, *data.shape[1:]), generator=g, dtype=data.dtype)
+        if config.noise == "simplex":
+            noise = simplex_noise((config.batch_size, *data.shape[1:]), generator=g).to(data.dtype)
+        else:
+            noise = torch.randn((config.batch_size, *data.shape[1:]), generator=g, dtype=data.dtype)
         share = slice(rank * local, (rank + 1) * local)
         torch.manual_seed(_step_seed(config.seed, step, 1 + rank))  # dropout
         x0 = data[idx[share]].to(device)
+        kwargs = {}
+        for name, values in conditions.items():
+            c = values[idx] if config.cond_dropout <= 0 else drop_condition(values[idx], config.cond_dropout, 0.0, g)
+            kwargs[name] = c[share].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share])
+            loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share],
+                                  model_kwargs=kwargs)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip > 0:
@@ -119,7 +140,8 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
         if rank == 0 and (step % config.checkpoint_every == 0 or step == end):
             _save(config, step, model, ema, opt)
         if rank == 0 and config.sample_every > 0 and step % config.sample_every == 0:
-            sample_figure(model, ema, schedule, config, tuple(data.shape[1:]), step)
+            sample_figure(model, ema, schedule, config, tuple(data.shape[1:]), step,
+                          {k: v[:8].to(device) for k, v in conditions.items()})
     bar.close()
     if world > 1:
         dist.barrier()
@@ -127,9 +149,11 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, de
 
 
 def sample_figure(model: torch.nn.Module, ema: EMA, schedule: DiscreteSchedule, config: TrainConfig,
-                  shape: tuple[int, ...], step: int, n: int = 8, steps: int = 25) -> None:
+                  shape: tuple[int, ...], step: int, conditions: dict[str, torch.Tensor] | None = None, n: int = 8,
+                  steps: int = 25) -> None:
     """A grid of n DDIM samples from the EMA weights (channel 0; the middle slice of volumes), x0 clipped
-    to [-1, 1], written to out_dir/samples/step-<step>.png; the training model is left untouched."""
+    to [-1, 1], written to out_dir/samples/step-<step>.png; the training model is left untouched. A
+    conditional model samples one image per given condition."""
     import copy
     from pathlib import Path
 
@@ -142,9 +166,11 @@ def sample_figure(model: torch.nn.Module, ema: EMA, schedule: DiscreteSchedule, 
     ema.copy_to(shadow)
     device = next(model.parameters()).device
     gen = Generator(config.seed)
+    n = next(iter(conditions.values())).shape[0] if conditions else n
     with torch.no_grad():
         x = sample_ddim(shadow, randn((n, *shape), generator=gen, device=device), schedule, steps=steps,
-                        generator=gen, prediction=config.prediction, clip=(-1.0, 1.0))
+                        generator=gen, prediction=config.prediction, clip=(-1.0, 1.0),
+                        model_kwargs=conditions or None)
     images = x[:, 0]
     while images.dim() > 3:
         images = images.select(1, images.shape[1] // 2)

@@ -1,0 +1,146 @@
+"""What the image tasks share: resolving a prior, checking images against it, noising to a chosen
+level and running DDIM from there, with or without conditions and an x0 correction per step."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import torch
+
+from mridpm.dpm.discrete import ddim_coeffs
+from mridpm.dpm.schedules import DiscreteSchedule
+from mridpm.nets.priors import Prior, load_prior
+from mridpm.ops import fused_step, randn
+from mridpm.random import Generator
+
+Correction = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def as_prior(prior: Prior | str | os.PathLike, device: str | torch.device | None = None) -> Prior:
+    """A Prior as given, or a bundled prior / `mridpm train` run directory loaded by name."""
+    if isinstance(prior, Prior):
+        return prior
+    return load_prior(prior, device or "cpu")
+
+
+def check_images(x: object, prior: Prior, name: str = "images", channels: int | None = None) -> torch.Tensor:
+    """x as a finite float (batch, C, *spatial) tensor the prior's UNet takes: C its input channels (or
+    `channels`), spatial dimensions as many as the UNet's and divisible by its downsampling."""
+    cfg = prior.model.config
+    c = cfg.in_channels if channels is None else channels
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() != cfg.dims + 2 or x.shape[1] != c or x.shape[0] == 0:
+        raise ValueError(f"{name} must be (batch, {c}, *{cfg.dims} spatial) for this model, got {tuple(x.shape)}")
+    down = 2 ** (len(cfg.channel_mult) - 1)
+    if any(n % down for n in x.shape[2:]):
+        raise ValueError(f"{name}' spatial sizes {tuple(x.shape[2:])} must be divisible by {down} for this UNet")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contain NaN or Inf")
+    return x
+
+
+def image_shape(prior: Prior, shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The spatial shape to generate: given, or the size the prior was trained on."""
+    if shape is not None:
+        return tuple(int(n) for n in shape)
+    size = prior.info.get("image_size")
+    if size is None:
+        raise ValueError("this prior does not record its image size; pass shape")
+    return tuple(int(n) for n in size)
+
+
+def timesteps_from(schedule: DiscreteSchedule, t_start: int, steps: int) -> list[int]:
+    """`steps` strictly decreasing timesteps from t_start to 0 (fewer when t_start is small)."""
+    if not 0 <= t_start < schedule.num_train_timesteps:
+        raise ValueError(f"t_start must lie in [0, {schedule.num_train_timesteps - 1}], got {t_start}")
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    ts = torch.linspace(t_start, 0, min(steps, t_start + 1)).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+def noise_to(prior: Prior, x0: torch.Tensor, t: int, noise: torch.Tensor | None = None,
+             generator: Generator | None = None) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (Philox noise when none is given)."""
+    a, s = prior.schedule.alpha_sigma(t)
+    if noise is None:
+        noise = randn(tuple(x0.shape), generator=generator, device=x0.device)
+    return fused_step([x0, noise.to(x0.dtype)], [a, s])
+
+
+def ddim_step(prior: Prior, x: torch.Tensor, t: int, t_to: int, *, eta: float = 0.0,
+              generator: Generator | None = None, correct: Correction | None = None,
+              **model_kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step from timestep t to t_to (-1: the clean end): (x_to, the step's x0), x0 clipped to
+    the prior's data range and replaced by correct(x0, t) when given (data consistency)."""
+    lo, hi = prior.info.get("data_range", [-1.0, 1.0])
+    abar, abar_to = prior.schedule.alpha_bar(t), prior.schedule.alpha_bar(t_to)
+    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        out = prior.model(x, tt, **model_kwargs).to(x.dtype)
+    _, std, x0c, _ = ddim_coeffs(prior.prediction, abar, abar_to, eta)
+    x0 = fused_step([x, out], list(x0c)).clamp_(lo, hi)
+    if correct is not None:
+        x0 = correct(x0, t)
+    a, s = math.sqrt(abar), math.sqrt(1 - abar)
+    direction = math.sqrt(max(1 - abar_to - std * std, 0.0))
+    # x_to = sqrt(abar_to) x0 + direction eps + std z, with eps = (x - a x0) / s
+    x_to = fused_step([x0, x], [math.sqrt(abar_to) - direction * a / s, direction / s], std if std > 0 else None,
+                      generator=generator)
+    return x_to, x0
+
+
+def ddim(prior: Prior, x: torch.Tensor, timesteps: list[int], *, generator: Generator | None = None,
+         eta: float = 0.0, correct: Correction | None = None, progress: bool = False, **model_kwargs: torch.Tensor
+         ) -> torch.Tensor:
+    """DDIM from x at timesteps[0] down to a clean sample (see ddim_step)."""
+    from tqdm.auto import tqdm
+
+    for i, t in enumerate(tqdm(timesteps, desc="ddim", disable=not progress, leave=False)):
+        t_to = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x, _ = ddim_step(prior, x, t, t_to, eta=eta, generator=generator, correct=correct, **model_kwargs)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("the model returned NaN or Inf during sampling")
+    return x
+
+
+def to_unit(x: torch.Tensor, prior: Prior) -> torch.Tensor:
+    """Model range ([-1, 1]) -> image range [0, 1]."""
+    lo, hi = prior.info.get("data_range", [-1.0, 1.0])
+    return (x - lo) / (hi - lo)
+
+
+def from_unit(x: torch.Tensor, prior: Prior) -> torch.Tensor:
+    lo, hi = prior.info.get("data_range", [-1.0, 1.0])
+    return x * (hi - lo) + lo
+
+
+def conditional_samples(prior: Prior, cond: torch.Tensor, samples: int, *, steps: int = 50, seed: int = 0,
+                        progress: bool = False) -> torch.Tensor:
+    """`samples` draws (samples, N, C, *spatial) of the prior's output given image conditions cond
+    (N, C', *spatial), in the model's range, all in one batch."""
+    from mridpm.tasks.generation import generate
+
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    n = cond.shape[0]
+    x = generate(prior, n * samples, shape=tuple(cond.shape[2:]), cond=cond.repeat(samples, *[1] * (cond.dim() - 1)),
+                 steps=steps, seed=seed, progress=progress)
+    return x.reshape(samples, n, *x.shape[1:])
+
+
+def check_unit_images(x: object, name: str = "images", dims: int = 2) -> torch.Tensor:
+    """x as a finite real (N, C, *spatial) tensor with values in [0, 1] (images normalised to peak 1)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() != dims + 2 or x.numel() == 0:
+        raise ValueError(f"{name} must be (N, C, *{dims} spatial), got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contain NaN or Inf")
+    if float(x.min()) < -0.5 or float(x.max()) > 1.5:
+        raise ValueError(f"{name} must be normalised to [0, 1] (peak 1), got values in "
+                         f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    return x.float()

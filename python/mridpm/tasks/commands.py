@@ -1,0 +1,251 @@
+"""The `mridpm` subcommands of the image tasks. Images travel as NIfTI files of 2D slices along the
+last axis (H, W) or (H, W, S), at the in-plane size the model was trained on; each command writes
+its NIfTI outputs and a PNG figure of the first slice next to them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "evaluate-tasks")
+
+
+def add_parsers(sub: Any) -> None:
+    """The task subcommands, added to the `mridpm` parser's subparsers."""
+    p = sub.add_parser("phantom", help="write held-out MNI152 slices (T1, T2, PD, labels, lesions) as NIfTI")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--z", type=int, nargs="+", default=[44, 124], help="axial slice positions (1 mm MNI grid)")
+    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("generate", help="generate images: unconditional, from a label map, or a volume slice by slice")
+    p.add_argument("--prior", default="brain64", help="a bundled prior or a training run directory")
+    p.add_argument("--n", type=int, default=4, help="images (unconditional)")
+    p.add_argument("--labels", help="NIfTI label map (H, W[, S]): synthesise images with these tissues")
+    p.add_argument("--depth", type=int, help="a volume of this many slices, each conditioned on the one before")
+    _common(p, steps=50)
+    p = sub.add_parser("translate", help="translate source contrasts (NIfTI) to the model's target contrast")
+    p.add_argument("sources", nargs="+", help="NIfTI images, one per source contrast, in the model's order")
+    p.add_argument("--model", required=True, help="a translation model (training run directory or bundled name)")
+    p.add_argument("--samples", type=int, default=1)
+    _common(p, steps=50)
+    p = sub.add_parser("segment", help="GM/WM/CSF label maps of T1-weighted slices with a segmentation DPM")
+    p.add_argument("input", help="NIfTI image")
+    p.add_argument("--model", default="seg64")
+    p.add_argument("--samples", type=int, default=8, help="ensemble size (consensus and uncertainty)")
+    _common(p, steps=20)
+    p = sub.add_parser("anomaly", help="anomaly maps by partial diffusion and DDIM (AnoDDPM)")
+    p.add_argument("input", help="NIfTI image")
+    p.add_argument("--prior", default="brain64")
+    p.add_argument("--t", type=int, default=250, help="the noise level (timestep) to diffuse to")
+    p.add_argument("--noise", choices=["gaussian", "simplex"], default="gaussian")
+    p.add_argument("--threshold", type=float, default=0.15, help="anomaly mask: score above this (image peak 1)")
+    _common(p, steps=25)
+    p = sub.add_parser("enhance", help="denoise, super-resolve, inpaint or motion-correct with a diffusion prior")
+    p.add_argument("mode", choices=["denoise", "superres", "inpaint", "motion"])
+    p.add_argument("input", help="NIfTI image (motion: NIfTI of complex single-coil k-space)")
+    p.add_argument("--prior", default="brain64")
+    p.add_argument("--sigma", type=float, help="denoise: noise std, image peak 1 (default: estimated)")
+    p.add_argument("--factor", type=int, default=2, help="superres: the upsampling factor")
+    p.add_argument("--mask", help="inpaint: NIfTI mask, nonzero where pixels are missing")
+    p.add_argument("--shots", type=int, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
+    p.add_argument("--samples", type=int, default=1)
+    _common(p, steps=50)
+    p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising and super-resolution against "
+                                              "baselines on held-out simulated slices")
+    p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
+    p.add_argument("--slices", type=int, help="held-out slices per task (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--figure", help="also write a PNG of every task's first slice")
+
+
+def _common(p: argparse.ArgumentParser, steps: int) -> None:
+    p.add_argument("--steps", type=int, default=steps, help="DDIM steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output NIfTI file (.nii or .nii.gz); a PNG is written next to it")
+
+
+def read_slices(path: str) -> tuple[Any, float, Any]:
+    """(slices (S, 1, H, W) scaled to peak 1, the peak, affine) of a real NIfTI image (H, W[, S])."""
+    from mridpm.data.nifti import read_nifti
+
+    vol, affine = read_nifti(path)
+    if vol.is_complex() or vol.dim() not in (2, 3):
+        raise ValueError(f"{path}: expected a real (H, W) or (H, W, S) image, got {tuple(vol.shape)} {vol.dtype}")
+    vol = vol if vol.dim() == 3 else vol[..., None]
+    peak = float(vol.abs().max())
+    if not peak > 0 or peak != peak:
+        raise ValueError(f"{path}: the image is empty, all zero or not finite")
+    return (vol.permute(2, 0, 1)[:, None] / peak).float(), peak, affine
+
+
+def _write(out: str, slices: Any, affine: Any = None, suffix: str = "") -> Path:
+    """Writes (S, H, W) slices as a NIfTI (H, W, S) at out (with suffix before the extension)."""
+    from mridpm.data.nifti import write_nifti
+
+    p = Path(out)
+    if suffix:
+        stem = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem
+        p = p.with_name(stem + suffix + (".nii.gz" if p.name.endswith(".gz") else ".nii"))
+    return write_nifti(p, slices.permute(1, 2, 0).contiguous(), affine)
+
+
+def _figure(out: str, panels: list[tuple[str, Any]]) -> Path:
+    from mridpm.figures import write_panels
+
+    stem = out[: -len(".nii.gz")] if out.endswith(".nii.gz") else str(Path(out).with_suffix(""))
+    return write_panels(stem + ".png", [(t, img.float()) for t, img in panels])
+
+
+def run(args: argparse.Namespace) -> None:
+    """Runs the task subcommand args.command, printing what it wrote."""
+    if args.command not in ("evaluate-tasks", "phantom") and not args.out.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"--out must name a NIfTI file (.nii or .nii.gz), got {args.out}")
+    written = globals()["_" + args.command.replace("-", "_")](args)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _phantom(args: argparse.Namespace) -> list[Path]:
+    import torch
+
+    from mridpm.data import phantom as ph
+    from mridpm.data.nifti import write_nifti
+
+    size = tuple(args.size)
+    out = Path(args.out)
+    labels = ph.tissue_labels(args.z, size)  # type: ignore[arg-type]
+    vols = {c.lower(): ph.brain_slices(c, args.z, size) for c in ("T1", "T2", "PD")}  # type: ignore[arg-type]
+    vols["labels"] = labels.float()
+    lesion, mask = ph.insert_lesions(vols["t1"], labels > 0, seed=args.seed)
+    vols["t1_lesion"], vols["lesion_mask"] = lesion, mask.float()
+    k = torch.stack([ph.motion_kspace(img, 8, [2, 5], seed=args.seed + i)[0] for i, img in enumerate(vols["t1"])])
+    vols["t1_motion_kspace"] = k
+    return [write_nifti(out / f"{name}.nii.gz", v.permute(1, 2, 0).contiguous()) for name, v in vols.items()]
+
+
+def _generate(args: argparse.Namespace) -> list[Path]:
+    from mridpm.tasks import generation as gen
+    from mridpm.tasks._common import as_prior, to_unit
+
+    p = as_prior(args.prior)
+    if args.labels and args.depth:
+        raise ValueError("give --labels or --depth, not both")
+    if args.labels:
+        from mridpm.data.nifti import read_nifti
+
+        vol, _ = read_nifti(args.labels)
+        vol = vol if vol.dim() == 3 else vol[..., None]
+        labels = vol.permute(2, 0, 1).round().long()
+        images = gen.synthesize(p, labels, steps=args.steps, seed=args.seed, progress=True)[:, 0]
+        panels = [("labels", labels[0].float()), ("synthesised", images[0])]
+    elif args.depth:
+        images = gen.generate_volume(p, args.depth, n=1, steps=args.steps, seed=args.seed, progress=True)[0, 0]
+        panels = [(f"slice {d}", images[d]) for d in range(min(args.depth, 6))]
+    else:
+        images = gen.generate(p, args.n, steps=args.steps, seed=args.seed, progress=True)[:, 0]
+        panels = [(f"sample {i}", images[i]) for i in range(min(args.n, 6))]
+    images = to_unit(images, p).clamp(0, 1)
+    return [_write(args.out, images), _figure(args.out, panels)]
+
+
+def _translate(args: argparse.Namespace) -> list[Path]:
+    import torch
+
+    from mridpm.tasks.translation import translate
+
+    parts = [read_slices(s) for s in args.sources]
+    if len({tuple(x.shape) for x, _, _ in parts}) != 1:
+        raise ValueError(f"the source images differ in shape: {[tuple(x.shape) for x, _, _ in parts]}")
+    src = torch.cat([x for x, _, _ in parts], 1)
+    res = translate(args.model, src, samples=args.samples, steps=args.steps, seed=args.seed, progress=True)
+    out = [_write(args.out, res.mean[:, 0], parts[0][2])]
+    if args.samples > 1:
+        out.append(_write(args.out, res.std[:, 0], parts[0][2], "_std"))
+    panels = [(f"source {i}", src[0, i]) for i in range(src.shape[1])] + [("translated", res.mean[0, 0])]
+    return [*out, _figure(args.out, panels)]
+
+
+def _segment(args: argparse.Namespace) -> list[Path]:
+    from mridpm.tasks.segmentation import segment
+
+    x, _, affine = read_slices(args.input)
+    res = segment(args.model, x, samples=args.samples, steps=args.steps, seed=args.seed, progress=True)
+    return [_write(args.out, res.labels.float(), affine), _write(args.out, res.uncertainty, affine, "_uncertainty"),
+            _figure(args.out, [("image", x[0, 0]), ("labels", res.labels[0].float()),
+                               ("uncertainty", res.uncertainty[0])])]
+
+
+def _anomaly(args: argparse.Namespace) -> list[Path]:
+    from mridpm.tasks.anomaly import detect
+
+    x, _, affine = read_slices(args.input)
+    res = detect(args.prior, x, t=args.t, steps=args.steps, noise=args.noise, threshold=args.threshold,
+                 seed=args.seed, progress=True)
+    assert res.mask is not None
+    return [_write(args.out, res.score, affine), _write(args.out, res.mask.float(), affine, "_mask"),
+            _write(args.out, res.healthy[:, 0], affine, "_healthy"),
+            _figure(args.out, [("input", x[0, 0]), ("healthy", res.healthy[0, 0]), ("|input - healthy|", res.score[0]),
+                               ("mask", res.mask[0].float())])]
+
+
+def _enhance(args: argparse.Namespace) -> list[Path]:
+    from mridpm.tasks import enhancement as en
+
+    common = {"steps": args.steps, "seed": args.seed, "progress": True}
+    if args.mode == "motion":
+        return _motion(args)
+    x, peak, affine = read_slices(args.input)
+    if args.mode == "denoise":
+        res = en.denoise(args.prior, x, None if args.sigma is None else args.sigma, samples=args.samples, **common)
+    elif args.mode == "superres":
+        res = en.super_resolve(args.prior, en.lowres_kspace(x, 1), args.factor, samples=args.samples, **common)
+    else:
+        if not args.mask:
+            raise ValueError("inpaint needs --mask, a NIfTI mask of the missing pixels")
+        m, _, _ = read_slices(args.mask)
+        if m.shape != x.shape:
+            raise ValueError(f"the mask {tuple(m.shape[2:])} x {m.shape[0]} does not match the image "
+                             f"{tuple(x.shape[2:])} x {x.shape[0]}")
+        res = en.inpaint(args.prior, x, m[:, 0] > 0, samples=args.samples, **common)
+    out = [_write(args.out, res.mean[:, 0] * peak, affine)]
+    if args.samples > 1:
+        out.append(_write(args.out, res.std[:, 0] * peak, affine, "_std"))
+    return [*out, _figure(args.out, [("input", x[0, 0]), (args.mode, res.mean[0, 0])])]
+
+
+def _motion(args: argparse.Namespace) -> list[Path]:
+    import torch
+
+    from mridpm.data.nifti import read_nifti
+    from mridpm.mri.fft import ifft2c
+    from mridpm.tasks.motion import correct_motion
+
+    k, affine = read_nifti(args.input)
+    if not k.is_complex() or k.dim() not in (2, 3):
+        raise ValueError(f"{args.input}: motion correction takes complex k-space (H, W[, S]), got "
+                         f"{tuple(k.shape)} {k.dtype}")
+    k = (k if k.dim() == 3 else k[..., None]).permute(2, 0, 1)
+    results = [correct_motion(args.prior, s, args.shots, steps=args.steps, seed=args.seed) for s in k]
+    for i, r in enumerate(results):
+        print(f"slice {i}: excluded shots {r.excluded.nonzero().flatten().tolist()}, "
+              f"shifts {[tuple(round(float(v), 2) for v in s) for s in r.shifts]}")
+    images = torch.stack([r.image for r in results])
+    return [_write(args.out, images, affine),
+            _figure(args.out, [("input", ifft2c(k[0]).abs()), ("motion corrected", images[0])])]
+
+
+def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:
+    import json
+
+    from mridpm.tasks.evaluation import evaluate_tasks, format_rows
+
+    rows = evaluate_tasks(tuple(args.tasks.split(",")), slices=args.slices, seed=args.seed, figure=args.figure)
+    print(format_rows(rows))
+    f = Path(args.figure) if args.figure else None
+    written = [f.with_name(f"{f.stem}_{t}.png") for t in dict.fromkeys(args.tasks.split(","))] if f else []
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        written.append(Path(args.json))
+    return written
