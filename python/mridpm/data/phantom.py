@@ -123,12 +123,12 @@ def one_hot(labels: torch.Tensor, classes: int = len(LABELS)) -> torch.Tensor:
 
 
 def insert_lesions(images: torch.Tensor, brain: torch.Tensor, count: int = 1, radius: tuple[float, float] = (3, 7),
-                   intensity: tuple[float, float] = (0.1, 1.0), seed: int | None = None
+                   intensity: tuple[float, float] = (0.1, 0.4), seed: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images with synthetic lesions, their masks (N, H, W) bool): per image `count` ellipses of
     semi-axes in radius (pixels), centred inside brain (N, H, W) bool, whose smooth-edged interior
-    takes an intensity drawn from `intensity` (relative to the image peak), as tumours or MS
-    lesions that are darker or brighter than the tissue around them."""
+    takes an intensity drawn from `intensity` (relative to the image peak; the default is darker than
+    grey and white matter, as T1-hypointense tumours and MS lesions are)."""
     if images.shape != brain.shape or images.dim() != 3:
         raise ValueError(f"images and brain must both be (N, H, W), got {tuple(images.shape)}, {tuple(brain.shape)}")
     rng = np.random.default_rng(seed)

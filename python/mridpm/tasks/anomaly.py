@@ -13,17 +13,7 @@ import torch
 from mridpm.nets.priors import Prior
 from mridpm.ops import fused_step
 from mridpm.random import Generator
-from mridpm.tasks._common import (
-    as_prior,
-    check_images,
-    check_unit_images,
-    ddim,
-    ddim_step,
-    from_unit,
-    noise_to,
-    timesteps_from,
-    to_unit,
-)
+from mridpm.tasks import _common as tc
 
 NOISES = ("gaussian", "simplex")
 
@@ -48,28 +38,28 @@ def _noise(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor | None:
     return simplex_noise(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def detect(prior: Prior | str | os.PathLike, images: torch.Tensor, *, t: int = 250, steps: int = 25,
+def detect(prior: Prior | str | os.PathLike, images: torch.Tensor, *, t: int = 400, steps: int = 25,
            noise: str = "simplex", samples: int = 1, threshold: float | None = None, one_step: bool = False,
            seed: int = 0, progress: bool = False) -> Anomalies:
     """Anomaly maps of images (N, C, H, W) in [0, 1]: the healthy reconstruction after noising to
     timestep t and `steps` DDIM steps back (one_step: the network's direct clean estimate at t, the
     denoising-autoencoder baseline), averaged over `samples` noise draws."""
-    p = as_prior(prior)
-    x = check_unit_images(images, "images", p.model.config.dims)
-    check_images(x, p)
+    p = tc.as_prior(prior)
+    x = tc.check_unit_images(images, "images", p.model.config.dims)
+    tc.check_images(x, p)
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    ts = timesteps_from(p.schedule, t, steps)
+    ts = tc.timesteps_from(p.schedule, t, steps)
     device = next(p.model.parameters()).device
-    x0 = from_unit(x, p).to(device).repeat(samples, 1, 1, 1)
+    x0 = tc.from_unit(x, p).to(device).repeat(samples, 1, 1, 1)
     gen = Generator(seed)
     z = _noise(noise, tuple(x0.shape), seed)
-    xt = noise_to(p, x0, ts[0], None if z is None else z.to(device), generator=gen)
+    xt = tc.noise_to(p, x0, ts[0], None if z is None else z.to(device), generator=gen)
     if one_step:
-        healthy = ddim_step(p, xt, ts[0], -1)[1]
+        healthy = tc.ddim_step(p, xt, ts[0], -1)[1]
     else:
-        healthy = ddim(p, xt, ts, generator=gen, progress=progress)
-    healthy = to_unit(healthy, p).clamp(0, 1).reshape(samples, *x.shape).mean(0).cpu()
+        healthy = tc.ddim(p, xt, ts, generator=gen, progress=progress)
+    healthy = tc.to_unit(healthy, p).clamp(0, 1).reshape(samples, *x.shape).mean(0).cpu()
     score = fused_step([x, healthy], [1.0, -1.0]).abs().mean(1)
     mask = None if threshold is None else score > threshold
     return Anomalies(healthy, score, mask)

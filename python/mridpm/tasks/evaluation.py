@@ -3,6 +3,7 @@ PSNR of the diffusion methods against simple baselines, on MNI152 slices the mod
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,11 @@ import torch
 
 from mridpm.mri.metrics import psnr, ssim_batch
 
-# slices outside brain64's training range z = 50..119 (anomaly, denoising, super-resolution)
+# slices outside brain64's training range z = 50..119 (denoising, super-resolution); anomaly detection
+# takes those above it, each twice with different lesions: the low ones show anatomy (cerebellum,
+# temporal poles) the prior never saw, which it would flag as anomalous everywhere
 HELD_OUT = [*range(40, 50, 2), *range(120, 132, 2)]
+ANOMALY_HELD_OUT = [z for z in HELD_OUT if z >= 120]
 
 
 def _held_out(prior: Any, slices: int | None) -> list[int]:
@@ -23,9 +27,9 @@ def _held_out(prior: Any, slices: int | None) -> list[int]:
     return z[:slices] if slices else z
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 
@@ -44,7 +48,7 @@ def segmentation(slices: int | None, seed: int, samples: int = 8) -> tuple[list[
     size = tuple(p.info["image_size"])
     x = brain_slices("T1", z, size)[:, None]  # type: ignore[arg-type]
     truth = tissue_labels(z, size)  # type: ignore[arg-type]
-    res, secs = _timed(lambda: segment(p, x, samples=samples, seed=seed))
+    res, secs = _timed(segment, p, x, samples=samples, seed=seed)
     methods = {"Otsu thresholds": (otsu_segment(x), 0.0), "k-means": (kmeans_segment(x), 0.0),
                "DPM, 1 sample": (res.samples[0], secs / samples), f"DPM, consensus of {samples}": (res.labels, secs)}
     rows = []
@@ -54,81 +58,82 @@ def segmentation(slices: int | None, seed: int, samples: int = 8) -> tuple[list[
                      "dice_wm": d[3], "dice_mean": sum(d.values()) / 3, "seconds": s})
     errors = res.labels != truth
     rows[-1]["uncertainty_auroc_of_errors"] = auroc(res.uncertainty, errors) if errors.any() else None
-    panels = [("T1", x[0, 0]), ("truth", truth[0].float()), ("k-means", methods["k-means"][0][0].float()),
-              ("DPM consensus", res.labels[0].float()), ("uncertainty", res.uncertainty[0])]
+    panels = [("T1", x[:, 0]), ("truth", truth.float()), ("k-means", methods["k-means"][0].float()),
+              ("DPM consensus", res.labels.float()), ("uncertainty", res.uncertainty)]
     return rows, panels
 
 
-def anomaly(slices: int | None, seed: int, t: int = 250) -> tuple[list[dict[str, Any]], list]:
+def _brain64_slices(slices: int | None) -> tuple[Any, list[int], torch.Tensor]:
+    """(the bundled prior, its held-out z, those T1 slices (S, 1, H, W) in [0, 1])."""
+    from mridpm.data.phantom import brain_slices
+    from mridpm.nets.priors import load_prior
+
+    p = load_prior("brain64")
+    z = _held_out(p, slices)
+    return p, z, brain_slices("T1", z, tuple(p.info["image_size"]))[:, None]  # type: ignore[arg-type]
+
+
+def _metrics(x: torch.Tensor, img: torch.Tensor) -> dict[str, float]:
+    return {"psnr": _mean_psnr(x, img), "ssim": float(ssim_batch(x[:, 0], img[:, 0], 1.0).mean())}
+
+
+def anomaly(slices: int | None, seed: int, levels: tuple[int, ...] = (150, 250, 400)) -> tuple[list[dict], list]:
     from mridpm.data.phantom import brain_slices, insert_lesions, tissue_labels
     from mridpm.nets.priors import available, load_prior
     from mridpm.tasks.anomaly import auroc, best_dice, detect
 
-    gauss = load_prior("brain64")
-    z = _held_out(gauss, slices)
-    size = tuple(gauss.info["image_size"])
+    priors = {"gaussian": load_prior("brain64")}
+    if "anoddpm64" in available():
+        priors["simplex"] = load_prior("anoddpm64")
+    z = (ANOMALY_HELD_OUT[:slices] if slices else ANOMALY_HELD_OUT) * 2
+    size = tuple(priors["gaussian"].info["image_size"])
     brain = tissue_labels(z, size) > 0  # type: ignore[arg-type]
     x, truth = insert_lesions(brain_slices("T1", z, size), brain, seed=seed)  # type: ignore[arg-type]
     x = x[:, None]
-    runs = {f"DAE residual (one step from t={t})": (gauss, "gaussian", True),
-            f"AnoDDPM Gaussian (t={t}, DDIM)": (gauss, "gaussian", False)}
-    if "anoddpm64" in available():
-        simplex = load_prior("anoddpm64")
-        runs[f"DAE residual, simplex (one step from t={t})"] = (simplex, "simplex", True)
-        runs[f"AnoDDPM simplex (t={t}, DDIM)"] = (simplex, "simplex", False)
-    rows, panels = [], [("with lesions", x[0, 0]), ("lesion mask", truth[0].float())]
-    for name, (prior, noise, one) in runs.items():
-        res, secs = _timed(lambda prior=prior, noise=noise, one=one: detect(prior, x, t=t, noise=noise, one_step=one,
-                                                                               seed=seed))
-        d, th = best_dice(res.score, truth, brain)
-        rows.append({"task": "anomaly", "method": name, "slices": len(z), "auroc": auroc(res.score, truth, brain),
-                     "best_dice": d, "threshold": th, "seconds": secs})
-        if not one:
-            panels += [(f"healthy ({noise})", res.healthy[0, 0]), (f"score ({noise})", res.score[0])]
+    rows, panels = [], [("with lesions", x[:, 0]), ("lesion mask", truth.float())]
+    for t in levels:
+        for (noise, prior), one in itertools.product(priors.items(), (True, False)):
+            name = f"{'DAE residual (one step)' if one else 'AnoDDPM (DDIM)'}, {noise} noise"
+            res, secs = _timed(detect, prior, x, t=t, noise=noise, one_step=one, seed=seed)
+            d, th = best_dice(res.score, truth, brain)
+            rows.append({"task": "anomaly", "method": name, "slices": len(z), "t": t,
+                         "auroc": auroc(res.score, truth, brain), "best_dice": d, "threshold": th, "seconds": secs})
+            if not one and t == levels[-1]:
+                panels += [(f"healthy ({noise})", res.healthy[:, 0]), (f"score ({noise})", res.score)]
     return rows, panels
 
 
 def denoising(slices: int | None, seed: int, sigmas: tuple[float, ...] = (0.05, 0.1)) -> tuple[list[dict], list]:
-    from mridpm.data.phantom import brain_slices
-    from mridpm.nets.priors import load_prior
     from mridpm.tasks.enhancement import denoise
 
-    p = load_prior("brain64")
-    z = _held_out(p, slices)
-    x = brain_slices("T1", z, tuple(p.info["image_size"]))[:, None]  # type: ignore[arg-type]
-    rows, panels = [], [("clean", x[0, 0])]
+    p, z, x = _brain64_slices(slices)
+    rows, panels = [], [("clean", x[:, 0])]
     for sigma in sigmas:
         g = torch.Generator().manual_seed(seed)
         noisy = x + sigma * torch.randn(x.shape, generator=g)
-        res, secs = _timed(lambda noisy=noisy, sigma=sigma: denoise(p, noisy, sigma, seed=seed))
+        res, secs = _timed(denoise, p, noisy, sigma, seed=seed)
         base = {"task": "denoising", "slices": len(z), "sigma": sigma}
-        rows.append({**base, "method": "noisy input", "psnr": _mean_psnr(x, noisy),
-                     "ssim": float(ssim_batch(x[:, 0], noisy[:, 0], 1.0).mean()), "seconds": 0.0})
-        rows.append({**base, "method": "DPM (DDIM from the matching t)", "psnr": _mean_psnr(x, res.mean),
-                     "ssim": float(ssim_batch(x[:, 0], res.mean[:, 0], 1.0).mean()), "seconds": secs})
-        panels += [(f"noisy {sigma}", noisy[0, 0]), (f"denoised {sigma}", res.mean[0, 0])]
+        rows.append({**base, "method": "noisy input", **_metrics(x, noisy), "seconds": 0.0})
+        rows.append({**base, "method": "DPM (DDIM from the matching t)", **_metrics(x, res.mean), "seconds": secs})
+        panels += [(f"noisy {sigma}", noisy[:, 0]), (f"denoised {sigma}", res.mean[:, 0])]
     return rows, panels
 
 
 def superres(slices: int | None, seed: int, factors: tuple[int, ...] = (2, 4)) -> tuple[list[dict], list]:
-    from mridpm.data.phantom import brain_slices
-    from mridpm.nets.priors import load_prior
     from mridpm.tasks.enhancement import bicubic, lowres_kspace, super_resolve, zero_padded
 
-    p = load_prior("brain64")
-    z = _held_out(p, slices)
-    x = brain_slices("T1", z, tuple(p.info["image_size"]))[:, None]  # type: ignore[arg-type]
-    rows, panels = [], [("target", x[0, 0])]
+    p, z, x = _brain64_slices(slices)
+    rows, panels = [], [("target", x[:, 0])]
     for f in factors:
         low = lowres_kspace(x, f)
-        res, secs = _timed(lambda low=low, f=f: super_resolve(p, low, f, seed=seed))
+        res, secs = _timed(super_resolve, p, low, f, seed=seed)
         for name, img, s in (("bicubic", bicubic(low, f), 0.0), ("zero-padded k-space", zero_padded(low, f), 0.0),
                              ("DPM with low-res k-space DC", res.mean, secs)):
             img = img.clamp(0, 1)
-            rows.append({"task": "superres", "method": name, "slices": len(z), "factor": f, "psnr": _mean_psnr(x, img),
-                         "ssim": float(ssim_batch(x[:, 0], img[:, 0], 1.0).mean()), "seconds": s})
+            rows.append({"task": "superres", "method": name, "slices": len(z), "factor": f, **_metrics(x, img),
+                         "seconds": s})
             if name != "bicubic":
-                panels.append((f"{name.split()[0]} x{f}", img[0, 0]))
+                panels.append((f"{name.split()[0]} x{f}", img[:, 0]))
     return rows, panels
 
 
@@ -137,7 +142,7 @@ EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": de
 
 def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int | None = None, seed: int = 0,
                    figure: str | None = None) -> list[dict[str, Any]]:
-    """Rows of metrics for each task; figure: a PNG per task (figure's stem + _task.png) of its first slice."""
+    """Rows of metrics for each task; figure: a PNG per task (figure's stem + _task.png) of one slice."""
     from pathlib import Path
 
     from mridpm.figures import write_panels
@@ -151,7 +156,8 @@ def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int |
         rows += out
         if figure:
             f = Path(figure)
-            write_panels(f.with_name(f"{f.stem}_{task}.png"), panels)
+            middle = next(iter(panels))[1].shape[0] // 2  # a mid-list slice: the lists begin low in the brain
+            write_panels(f.with_name(f"{f.stem}_{task}.png"), [(t, img[middle]) for t, img in panels])
     return rows
 
 

@@ -1,0 +1,22 @@
+"""Every committed training configuration parses, builds its data and fits its model."""
+
+from pathlib import Path
+
+import pytest
+
+from mridpm.nets.unet import UNetConfig
+from mridpm.train.run import load_config, training_data
+
+pytest.importorskip("nilearn")
+CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml")) + sorted(
+    Path(__file__).parents[1].glob("python/mridpm/nets/priors/*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_builds_data_and_model(path):
+    cfg = load_config(path)
+    x, c = training_data({**cfg["data"], "size": [16, 16]})
+    model = UNetConfig.from_dict(cfg["model"])
+    assert x.shape[1] == model.in_channels and x.shape[0] > 0
+    assert (c is None and model.cond_channels == 0) or c.shape[1] == model.cond_channels
+    assert "out_dir" in cfg["train"] or path.parent.name == "priors"
