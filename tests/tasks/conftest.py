@@ -21,10 +21,12 @@ def tiny_prior(tmp_path_factory, name: str, data: dict, steps: int = 150, cond_d
     model = UNet(cfg)
     out = tmp_path_factory.mktemp(name)
     torch.manual_seed(0)
-    train(model, x, TrainConfig(steps=steps, batch_size=8, lr=2e-3, ema_decay=0.9, prediction="x0", out_dir=str(out),
-                                checkpoint_every=10_000, cond_dropout=cond_dropout), cond=c, progress=False)
-    # the trained weights (not the EMA), in eval mode
-    info = {"image_size": list(SIZE), "data_range": [-1.0, 1.0], "train": {"extra": {"data": data}}}
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=2e-3, ema_decay=0.9, prediction="x0", out_dir=str(out),
+                      checkpoint_every=10_000, cond_dropout=cond_dropout, extra={"data": {**data, "size": list(SIZE)}})
+    train(model, x, cfg, cond=c, progress=False)
+    # the trained weights (not the EMA), in eval mode; info["run_dir"]: the run, loadable by name in the CLI
+    info = {"image_size": list(SIZE), "data_range": [-1.0, 1.0], "train": {"extra": {"data": data}},
+            "run_dir": str(out)}
     return Prior(model.eval(), DiscreteSchedule.from_name("linear", 1000), "x0", info)
 
 

@@ -72,3 +72,17 @@ def test_bad_input_is_one_line_and_exit_2(phantom_dir, tmp_path, capsys, argv, m
 def test_out_must_be_nifti(phantom_dir, capsys):
     assert cli.main(["segment", str(phantom_dir / "t1.nii.gz"), "--out", "labels.png"]) == 2
     assert "NIfTI" in capsys.readouterr().err
+
+
+def test_conditional_models_from_run_directories(translate_prior, synth_prior, tmp_path):
+    d = tmp_path / "small"
+    assert cli.main(["phantom", "--out", str(d), "--z", "80", "--size", "32", "32"]) == 0
+    out = tmp_path / "t2.nii.gz"
+    assert cli.main(["translate", str(d / "t1.nii.gz"), str(d / "pd.nii.gz"), "--model",
+                     translate_prior.info["run_dir"], "--steps", "4", "--samples", "2", "--out", str(out)]) == 0
+    assert read_nifti(out)[0].shape == (32, 32, 1) and (tmp_path / "t2_std.nii.gz").is_file()
+    out = tmp_path / "synth.nii.gz"
+    assert cli.main(["generate", "--labels", str(d / "labels.nii.gz"), "--prior", synth_prior.info["run_dir"],
+                     "--steps", "4", "--out", str(out)]) == 0
+    img = read_nifti(out)[0]
+    assert img.shape == (32, 32, 1) and 0 <= float(img.min()) and float(img.max()) <= 1
