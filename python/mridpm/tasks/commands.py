@@ -51,8 +51,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--shots", type=int, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
     p.add_argument("--samples", type=int, default=1)
     _common(p, steps=50)
-    p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising and super-resolution against "
-                                              "baselines on held-out simulated slices")
+    p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (and motion) "
+                                              "against baselines on held-out simulated slices")
     p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
     p.add_argument("--slices", type=int, help="held-out slices per task (default: all)")
     p.add_argument("--seed", type=int, default=0)

@@ -137,7 +137,37 @@ def superres(slices: int | None, seed: int, factors: tuple[int, ...] = (2, 4)) -
     return rows, panels
 
 
-EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": denoising, "superres": superres}
+# (moved shots, largest rotation in degrees) of the motion cases, 8 shots, shifts up to 3 pixels
+MOTION_CASES = (((2, 5), 0.0), ((1,), 0.0), ((0, 3, 6), 0.0), ((2, 5), 3.0), ((1, 6), 3.0))
+
+
+def motion(slices: int | None, seed: int, steps: int = 15) -> tuple[list[dict], list]:
+    from mridpm.data.phantom import motion_kspace
+    from mridpm.mri.fft import ifft2c
+    from mridpm.tasks.motion import correct_motion
+
+    p, z, x = _brain64_slices(1)
+    img = x[0, 0]
+    rows, panels = [], [("target", img[None])]
+    for i, (moved, angle) in enumerate(MOTION_CASES[:slices] if slices else MOTION_CASES):
+        k, _ = motion_kspace(img, 8, list(moved), max_shift=3, max_angle=angle, seed=seed + i)
+        base = {"task": "motion", "slices": len(z), "moved": str(list(moved)), "max_angle": angle}
+        rows.append({**base, "method": "corrupted", "psnr": psnr(img, ifft2c(k).abs(), 1.0), "seconds": 0.0})
+        for undo in (False, True):
+            res, secs = _timed(correct_motion, p, k, 8, steps=steps, undo=undo, seed=seed)
+            rows.append({**base, "method": "shifts undone" if undo else "moved shots excluded",
+                         "psnr": psnr(img, res.image, 1.0), "found": str(res.shifts.abs().amax(1).gt(0.75)
+                                                                          .nonzero().flatten().tolist()),
+                         "seconds": secs})
+            if i == 0:
+                panels.append((rows[-1]["method"], res.image[None]))
+        if i == 0:
+            panels.insert(1, ("corrupted", ifft2c(k).abs()[None]))
+    return rows, panels
+
+
+EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": denoising, "superres": superres,
+               "motion": motion}
 
 
 def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int | None = None, seed: int = 0,
@@ -166,8 +196,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         part = [r for r in rows if r["task"] == task]
-        keys = [k for k in part[0] if k not in ("task", "slices")]
-        keys += [k for r in part for k in r if k not in keys and k not in ("task", "slices")]
+        keys = [k for k in dict.fromkeys(k for r in part for k in r) if k not in ("task", "slices")]
         out.append(f"{task} ({part[0]['slices']} held-out slices)")
         out.append("| " + " | ".join(keys) + " |")
         out.append("|" + "---|" * len(keys))
