@@ -83,13 +83,17 @@ def bench(side: int, head_dim: int, device: torch.device, dtype: torch.dtype, pe
     return rows
 
 
+def collect(device: torch.device, quick: bool, peaks: list[str] | None = None) -> list[Row]:
+    """Every case's rows (8^3 and 16^3 at d=32 only when quick); peak memory lines go to peaks."""
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    cases = [(8, 32), (16, 32)] if quick else [(s, d) for s in (8, 16, 32) for d in (32, 64)]
+    return [r for side, d in cases for r in bench(side, d, device, dtype, [] if peaks is None else peaks)]
+
+
 def main() -> None:
     args, device = parse_args(__doc__, "8^3 and 16^3 at d=32 only, results not saved")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    cases = [(8, 32), (16, 32)] if args.quick else [(s, d) for s in (8, 16, 32) for d in (32, 64)]
     peaks: list[str] = []
-    rows = [r for side, d in cases for r in bench(side, d, device, dtype, peaks)]
-    report(rows, f"attention-{device.type}", args.quick)
+    report(collect(device, args.quick, peaks), f"attention-{device.type}", args.quick)
     if device.type == "cuda":
         print("\npeak memory per call:\n" + "\n".join(peaks))
 

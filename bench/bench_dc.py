@@ -65,12 +65,16 @@ def bench(batch: int, shape: tuple[int, int], device: torch.device, with_sigpy: 
     return rows
 
 
+def collect(device: torch.device, quick: bool) -> list[Row]:
+    """Every case's rows (batch 1 at 320x320 only when quick)."""
+    with_sigpy = device.type == "cpu" and importlib.util.find_spec("sigpy") is not None
+    cases = [(1, (320, 320))] if quick else [(1, (320, 320)), (8, (320, 320)), (1, (640, 368)), (8, (640, 368))]
+    return [r for batch, shape in cases for r in bench(batch, shape, device, with_sigpy)]
+
+
 def main() -> None:
     args, device = parse_args(__doc__, "batch 1 at 320x320 only, results not saved")
-    with_sigpy = device.type == "cpu" and importlib.util.find_spec("sigpy") is not None
-    cases = [(1, (320, 320))] if args.quick else [(1, (320, 320)), (8, (320, 320)), (1, (640, 368)), (8, (640, 368))]
-    report([r for batch, shape in cases for r in bench(batch, shape, device, with_sigpy)], f"dc-{device.type}",
-           args.quick)
+    report(collect(device, args.quick), f"dc-{device.type}", args.quick)
 
 
 if __name__ == "__main__":

@@ -179,11 +179,14 @@ def main() -> None:
         p.add_argument("--prior-steps", type=int, default=3, help="steps of the loops with the bundled prior")
 
     args, device = parse_args(__doc__, "batch 1 steps only, results not saved", extra)
+    report(collect(device, args.quick, args.prior_steps), f"recon-{device.type}", args.quick)
+
+
+def collect(device: torch.device, quick: bool, prior_steps: int = 3) -> list[Row]:
+    """The non-network steps at batch 1 (and 4), then the whole loops with the bundled prior (not when quick)."""
     with torch.no_grad():
-        rows = steps_bench(1, device) + ([] if args.quick else steps_bench(4, device))
-    if not args.quick:
-        rows += loop_bench(device, args.prior_steps)
-    report(rows, f"recon-{device.type}", args.quick)
+        rows = steps_bench(1, device) + ([] if quick else steps_bench(4, device))
+    return rows if quick else rows + loop_bench(device, prior_steps)
 
 
 if __name__ == "__main__":

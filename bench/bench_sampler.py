@@ -81,10 +81,14 @@ def bench(batch: int, device: torch.device) -> list[Row]:
     return rows
 
 
+def collect(device: torch.device, quick: bool) -> list[Row]:
+    """Every batch's rows (batch 1 only when quick)."""
+    return [r for batch in ((1,) if quick else (1, 4, 16)) for r in bench(batch, device)]
+
+
 def main() -> None:
     args, device = parse_args(__doc__, "batch 1 only, results not saved")
-    rows = [r for batch in ((1,) if args.quick else (1, 4, 16)) for r in bench(batch, device)]
-    report(rows, f"sampler-{device.type}", args.quick)
+    report(collect(device, args.quick), f"sampler-{device.type}", args.quick)
 
 
 if __name__ == "__main__":

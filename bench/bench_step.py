@@ -82,13 +82,8 @@ def overhead_rows(device: torch.device) -> list[Row]:
             for name, us in (("eager", eager), (f"mridpm-{backend}", direct), (f"custom-op-{backend}", via_op))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="only the headline configuration")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to build)")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+def collect(device: torch.device, quick: bool, compile_: bool = True) -> list[Row]:
+    """The copy ceiling (on the GPU), every configuration's step rows, then the per-call overhead rows."""
     if device.type == "cuda":
         configs = [((4, 3, 256, 256), torch.float32), ((64 * 1024 * 1024,), torch.float32),
                    ((64 * 1024 * 1024,), torch.bfloat16), ((8, 15, 320, 320), torch.complex64)]
@@ -96,13 +91,22 @@ def main() -> None:
         configs = [((4, 3, 256, 256), torch.float32), ((4, 3, 256, 256), torch.bfloat16),
                    ((4, 3, 256, 256), torch.float16), ((8, 1, 320, 320), torch.complex64),
                    ((1, 4, 64, 64), torch.float32)]
-    if args.quick:
-        configs = configs[:1]
     rows: list[Row] = []
-    for shape, dtype in configs:
+    for shape, dtype in configs[:1] if quick else configs:
         if device.type == "cuda" and shape == (64 * 1024 * 1024,):
             rows.append(copy_row(shape, dtype, device))
-        rows += bench(shape, dtype, device, not args.no_compile)
+        rows += bench(shape, dtype, device, compile_)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="only the headline configuration")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to build)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = collect(device, args.quick, not args.no_compile)
     print_table(rows)
     overhead = overhead_rows(device)
     print("\nper-call overhead (public function, which skips the dispatcher in eager mode, and the registered op):")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -86,6 +87,19 @@ def machine() -> dict[str, object]:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    try:
+        from mridpm.info import info as mridpm_info
+
+        found = mridpm_info()
+        info["mridpm"], info["backends"] = found["mridpm"], found["backends"]
+    except ImportError:  # the package is not importable: the rows say what ran
+        pass
+    for name in ("numpy", "triton", "diffusers", "sigpy"):
+        try:
+            info[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return info
 
 
