@@ -138,13 +138,19 @@ def super_resolve(prior: Prior | str | os.PathLike, low_k: torch.Tensor, factor:
     check_images(y.real, p, "the super-resolved images")
     device = next(p.model.parameters()).device
     mask = _pad(torch.ones(low_k.shape[-2:], dtype=torch.complex64), factor).real.bool()
-    n = low_k.shape[0]
-    y = y.to(device).repeat(samples, 1, 1, 1)
-    gen = Generator(seed)
-    x = noise_to(p, torch.zeros(y.shape, device=device), p.schedule.num_train_timesteps - 1, generator=gen)
-    ts = p.schedule.timesteps(steps, "trailing")
-    out = ddim(p, x, ts, eta=eta, generator=gen, correct=kspace_consistency(p, y, mask.to(device)), progress=progress)
-    return _result(out, n, p)
+    out = consistent_sample(p, y.to(device).repeat(samples, 1, 1, 1), mask.to(device), steps, Generator(seed),
+                            eta=eta, progress=progress)
+    return _result(out, low_k.shape[0], p)
+
+
+def consistent_sample(prior: Prior, y: torch.Tensor, mask: torch.Tensor, steps: int, generator: Generator, *,
+                      eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+    """Samples shaped like y (model range) by DDIM from pure noise, each step's clean estimate taking the
+    measured k-space y where mask is set (kspace_consistency)."""
+    x = noise_to(prior, torch.zeros(y.shape, device=y.device), prior.schedule.num_train_timesteps - 1,
+                 generator=generator)
+    return ddim(prior, x, prior.schedule.timesteps(steps, "trailing"), eta=eta, generator=generator,
+                correct=kspace_consistency(prior, y, mask), progress=progress)
 
 
 def repaint_schedule(steps: int, jump: int, resample: int) -> list[int]:

@@ -13,8 +13,8 @@ import torch
 from mridpm.mri.fft import fft2c, ifft2c
 from mridpm.nets.priors import Prior
 from mridpm.random import Generator
-from mridpm.tasks._common import as_prior, check_images, ddim, noise_to, to_unit
-from mridpm.tasks.enhancement import kspace_consistency
+from mridpm.tasks._common import as_prior, check_images, to_unit
+from mridpm.tasks.enhancement import consistent_sample
 
 
 @dataclass
@@ -108,9 +108,5 @@ def _reconstruct(p: Prior, y: torch.Tensor, keep_rows: torch.Tensor, steps: int,
     device = next(p.model.parameters()).device
     b = keep_rows.shape[0]
     mask = keep_rows[:, None, :, None].expand(b, 1, *y.shape[-2:]).to(device)
-    gen = Generator(seed)
-    x = noise_to(p, torch.zeros((b, 1, *y.shape[-2:]), device=device), p.schedule.num_train_timesteps - 1,
-                 generator=gen)
-    out = ddim(p, x, p.schedule.timesteps(steps, "trailing"), generator=gen,
-               correct=kspace_consistency(p, y.to(device).expand(b, -1, -1, -1), mask), progress=progress)
+    out = consistent_sample(p, y.to(device).expand(b, -1, -1, -1), mask, steps, Generator(seed), progress=progress)
     return to_unit(out, p).clamp(0, 1).cpu()
