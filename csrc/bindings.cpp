@@ -32,7 +32,7 @@ void raise_on(int status) {
 mridpm::StepArgs step_args(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner,
                            const Triple& out, const Triple& x0, const std::vector<Triple>& inputs,
                            const Triple& params, const std::vector<float>& uniform, std::uint64_t seed,
-                           std::uint64_t offset) {
+                           std::uint64_t offset, const Triple& rng) {
   if (inputs.empty() || inputs.size() > 4) raise_on(mridpm::kBadCount);
   if (!uniform.empty() && uniform.size() != static_cast<std::size_t>(mridpm::step_params(static_cast<int>(inputs.size()))))
     throw std::invalid_argument("mridpm._C: a uniform params row must hold 2 K + 5 values");
@@ -51,21 +51,22 @@ mridpm::StepArgs step_args(int dtype, int flags, int nthreads, std::int64_t batc
   for (std::size_t j = 0; j < uniform.size(); ++j) a.uniform[j] = uniform[j];
   a.seed = seed;
   a.offset = offset;
+  a.rng = to_buffer(rng);
   return a;
 }
 
 void step_cpu(int dtype, int flags, int nthreads, std::int64_t batch, std::int64_t inner, const Triple& out,
               const Triple& x0, const std::vector<Triple>& inputs, const Triple& params,
-              const std::vector<float>& uniform, std::uint64_t seed, std::uint64_t offset) {
-  const auto a = step_args(dtype, flags, nthreads, batch, inner, out, x0, inputs, params, uniform, seed, offset);
+              const std::vector<float>& uniform, std::uint64_t seed, std::uint64_t offset, const Triple& rng) {
+  const auto a = step_args(dtype, flags, nthreads, batch, inner, out, x0, inputs, params, uniform, seed, offset, rng);
   py::gil_scoped_release release;
   raise_on(mridpm::step_cpu(a));
 }
 
 void step_cuda(int dtype, int flags, std::int64_t batch, std::int64_t inner, const Triple& out, const Triple& x0,
                const std::vector<Triple>& inputs, const Triple& params, const std::vector<float>& uniform,
-               std::uint64_t seed, std::uint64_t offset, std::uintptr_t stream) {
-  const auto a = step_args(dtype, flags, 1, batch, inner, out, x0, inputs, params, uniform, seed, offset);
+               std::uint64_t seed, std::uint64_t offset, const Triple& rng, std::uintptr_t stream) {
+  const auto a = step_args(dtype, flags, 1, batch, inner, out, x0, inputs, params, uniform, seed, offset, rng);
   raise_on(mridpm::step_cuda(a, stream));
 }
 

@@ -28,7 +28,21 @@ struct StepArgs {
   float uniform[kMaxStepParams] = {};
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;
+  // Optional int64 {seed, base offset} in device memory, read when the kernel runs (the noise of a
+  // CUDA graph replay follows the generator): the seed replaces `seed`, the base adds to `offset`.
+  Buffer rng;
 };
+
+// The (seed, offset) a kernel draws from: the call's, or those read from a.rng at run time.
+MRIDPM_HD void step_rng(const StepArgs& a, std::uint64_t* seed, std::uint64_t* offset) {
+  *seed = a.seed;
+  *offset = a.offset;
+  if (a.rng.ptr != 0) {
+    const auto* r = reinterpret_cast<const std::int64_t*>(a.rng.ptr);
+    *seed = static_cast<std::uint64_t>(r[0]);
+    *offset += static_cast<std::uint64_t>(r[1]);
+  }
+}
 
 // The params row of sample b.
 MRIDPM_HD const float* step_row(const StepArgs& a, std::int64_t b) {
@@ -57,6 +71,7 @@ inline int check_step(const StepArgs& a) {
   } else if (!fits(p, a.batch, P)) {
     return kOutOfBounds;
   }
+  if (a.rng.ptr != 0 && a.rng.capacity < 2) return kOutOfBounds;
   if (a.offset > UINT64_MAX - static_cast<std::uint64_t>(a.batch) * static_cast<std::uint64_t>(a.inner))
     return kOutOfBounds;
   return kOk;

@@ -32,9 +32,12 @@ int best_isa() {
 
 }  // namespace
 
-int step_cpu(const StepArgs& a) {
-  const int status = check_step(a);
-  if (status != kOk || a.batch == 0 || a.inner == 0) return status;
+int step_cpu(const StepArgs& args) {
+  const int status = check_step(args);
+  if (status != kOk || args.batch == 0 || args.inner == 0) return status;
+  StepArgs a = args;  // the kernels draw from (seed, offset): resolve a run-time rng state once
+  step_rng(args, &a.seed, &a.offset);
+  a.rng = Buffer{};
   static const int isa = best_isa();
 #if defined(MRIDPM_X86)
   if (isa == kAvx512) {

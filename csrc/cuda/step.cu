@@ -111,9 +111,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (a.flags & kNoise) {
       const float s = p[2 * K + 4];
-      const std::uint64_t base = a.offset + static_cast<std::uint64_t>(b * a.inner + i);
+      std::uint64_t seed, offset;
+      step_rng(a, &seed, &offset);
+      const std::uint64_t base = offset + static_cast<std::uint64_t>(b * a.inner + i);
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) acc[e] = acc[e] + s * philox_normal(a.seed, base + e);
+      for (int e = 0; e < kVec; ++e) acc[e] = acc[e] + s * philox_normal(seed, base + e);
     }
     store4<DT, VEC>(a.out, b, i, a.inner, acc);
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from mridpm import accelerate
 from mridpm.info import info
 from mridpm.ops import fused_step, randn, use_backend
 from mridpm.random import Generator, default_generator, manual_seed
@@ -13,5 +14,5 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["Generator", "__version__", "default_generator", "fused_step", "info", "manual_seed", "randn",
+__all__ = ["Generator", "__version__", "accelerate", "default_generator", "fused_step", "info", "manual_seed", "randn",
            "use_backend"]

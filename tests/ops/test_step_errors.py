@@ -72,7 +72,7 @@ class TestExtensionGuards:
     def call(self, **kw):
         b = (self.buf.data_ptr(), 8, 64)
         args = dict(dtype=0, flags=0, nthreads=1, batch=8, inner=8, out=b, x0=(0, 0, 0), inputs=[b],
-                    params=(self.params.data_ptr(), 0, 16), uniform=[], seed=0, offset=0)
+                    params=(self.params.data_ptr(), 0, 16), uniform=[], seed=0, offset=0, rng=(0, 0, 0))
         args.update(kw)
         _ext.extension().step_cpu(*args.values())
 
@@ -101,6 +101,7 @@ class TestExtensionGuards:
         ({"flags": 5, "x0": (0, 0, 0)}, "smaller than the extent"),
         ({"batch": 2**62, "inner": 2**62}, "smaller than the extent"),
         ({"offset": 2**64 - 1, "flags": 8}, "smaller than the extent"),
+        ({"rng": (1, 0, 1), "flags": 8}, "smaller than the extent"),  # the run-time state holds 2 values
     ])
     def test_bad_arguments_raise(self, kw, match):
         with pytest.raises(ValueError, match=match):
@@ -112,7 +113,7 @@ class TestExtensionGuards:
             pytest.skip("a GPU is present")
         b = (0, 0, 0)
         with pytest.raises(ValueError):
-            ext.step_cuda(0, 0, 1, 1, b, b, [b], b, [], 0, 0, 0)
+            ext.step_cuda(0, 0, 1, 1, b, b, [b], b, [], 0, 0, b, 0)
 
 
 def test_generator_is_only_advanced_by_valid_calls():

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mridpm import _capture
 from mridpm.dpm import parameterization as param
 from mridpm.dpm.schedules import ContinuousSchedule, DiscreteSchedule
 from mridpm.ops import fused_step
@@ -47,18 +48,23 @@ class ModelRun:
             raise ValueError(f"the model must return a tensor of the sample's shape {tuple(x.shape)}, got "
                              f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
         bad = ~torch.isfinite(out.detach()).all()
-        index = torch.tensor(len(self.times), device=out.device)
+        index = torch.full((), len(self.times), dtype=torch.long, device=out.device)  # no copy: capturable
         self.first_bad = torch.where(bad, index, -1) if self.first_bad is None else \
             torch.where((self.first_bad < 0) & bad, index, self.first_bad)
         self.times.append(t)
         return out.to(x.dtype)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """x, once the run is known to have seen only finite model outputs (one synchronisation)."""
-        if self.first_bad is not None and int(self.first_bad) >= 0:
-            i = int(self.first_bad)
-            raise ValueError(f"the model returned NaN or Inf at call {i} of {len(self.times)} (t = {self.times[i]})")
+        """x, once the run is known to have seen only finite model outputs (one synchronisation; while
+        a CUDA graph is recorded, the check runs after each replay instead)."""
+        if self.first_bad is not None and not _capture.defer(self._check):
+            self._check()
         return x
+
+    def _check(self) -> None:
+        i = int(self.first_bad)  # type: ignore[arg-type]
+        if i >= 0:
+            raise ValueError(f"the model returned NaN or Inf at call {i} of {len(self.times)} (t = {self.times[i]})")
 
 
 def discrete_timesteps(schedule: object, timesteps: Sequence[int] | None, steps: int, spacing: str,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from mridpm import _capture
+
 STEP_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.complex64)
 
 
@@ -76,8 +78,9 @@ def per_sample(name: str, value: object, batch: int) -> float | torch.Tensor:
 def pack_columns(columns: list[float | torch.Tensor], batch: int, device: torch.device) -> torch.Tensor:
     """Per-sample columns as one float32 (rows, len(columns)) table on device; rows is 1 when all are scalars."""
     if all(isinstance(c, float) for c in columns):
-        return torch.tensor([columns], dtype=torch.float32, device=device)
-    full = [c.to(device, torch.float32) if isinstance(c, torch.Tensor)
+        return _capture.to_device(torch.tensor([columns], dtype=torch.float32), device)
+    full = [_capture.to_device(c.float(), device) if isinstance(c, torch.Tensor) and c.device.type == "cpu"
+            else c.to(device, torch.float32) if isinstance(c, torch.Tensor)
             else torch.full((batch,), c, dtype=torch.float32, device=device) for c in columns]
     return torch.stack(full, dim=1)
 

@@ -35,7 +35,7 @@ def philox4x32(c: tuple[torch.Tensor, ...], key: tuple[int, int]) -> tuple[torch
     return c0, c1, c2, c3
 
 
-def philox_words(seed: int, counters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def philox_words(seed: int | torch.Tensor, counters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First two output words for int64 counters in [0, 2**63), as tl.randint4x makes them."""
     zero = torch.zeros_like(counters)
     words = philox4x32((counters & _M32, (counters >> 32) & _M32, zero, zero), (seed & _M32, (seed >> 32) & _M32))
@@ -48,13 +48,18 @@ def uniform_from_words(w: torch.Tensor) -> torch.Tensor:
     return folded.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
-def philox_randn(seed: int, offset: int, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Float32 normals for counters offset .. offset + numel - 1, laid out in shape."""
+def philox_randn(seed: int, offset: int, shape: tuple[int, ...], device: torch.device | str = "cpu",
+                 state: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 normals for counters offset .. offset + numel - 1, laid out in shape. state, an int64
+    (seed, base offset) tensor, replaces seed and adds to offset without reading it back to the host."""
     n = 1
     for s in shape:
         n *= s
     counters = offset + torch.arange(n, dtype=torch.int64, device=device)
-    w0, w1 = philox_words(seed % (1 << 64), counters)
+    key: int | torch.Tensor = seed % (1 << 64)
+    if state is not None:
+        key, counters = state[0], counters + state[1]  # int64 bits: the words below are the same
+    w0, w1 = philox_words(key, counters)
     u1 = torch.clamp_min(uniform_from_words(w0), 1.0e-7)
     th = torch.tensor(6.283185307179586, dtype=torch.float32) * uniform_from_words(w1)
     # log and cos in float64, rounded once: the float32 answer every backend approximates

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mridpm import _ext
+from mridpm import _capture, _ext
 from mridpm.ops import _checks
 from mridpm.ops._backend import resolve
 from mridpm.ops.philox import philox_randn
@@ -38,9 +38,10 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     return rows
 
 
-def step_reference(rows: Sequence[torch.Tensor], params: torch.Tensor, seed: int, offset: int,
-                   flags: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The step in plain PyTorch, float32 arithmetic, on (batch, inner) rows; returns (out, x0)."""
+def step_reference(rows: Sequence[torch.Tensor], params: torch.Tensor, seed: int, offset: int, flags: int,
+                   rng: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The step in plain PyTorch, float32 arithmetic, on (batch, inner) rows; returns (out, x0).
+    rng: an optional int64 (seed, base offset) device tensor read at run time (CUDA graph replays)."""
     K = len(rows)
     v = [r.float() for r in rows]
     p = params.float()
@@ -59,7 +60,7 @@ def step_reference(rows: Sequence[torch.Tensor], params: torch.Tensor, seed: int
         x0 = m * x0
         out = out + w * x0
     if flags & NOISE:
-        out = out + s * philox_randn(seed, offset, tuple(out.shape), out.device)
+        out = out + s * philox_randn(seed, offset, tuple(out.shape), out.device, rng)
     dtype = rows[0].dtype
     return out.to(dtype), (None if x0 is None else x0.to(dtype))
 
@@ -85,14 +86,16 @@ def _params_tensor(params: torch.Tensor | list[float], device: torch.device) -> 
     if isinstance(params, torch.Tensor):
         return params
     if device.type == "cuda":
+        if _capture.recording() is not None:  # the graph copies from this pinned buffer at every replay
+            return _capture.to_device(torch.tensor([params], dtype=torch.float32), device)
         return torch.tensor([params], dtype=torch.float32, pin_memory=True).to(device, non_blocking=True)
     return torch.tensor([params], dtype=torch.float32, device=device)
 
 
 def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor | list[float], out: torch.Tensor,
-            x0: torch.Tensor | None, seed: int, offset: int, flags: int) -> None:
+            x0: torch.Tensor | None, seed: int, offset: int, flags: int, rng: torch.Tensor | None = None) -> None:
     """Runs one backend, writing into out (and x0 when given). params: a (rows, P) float32 table
-    on the device, or one row of Python floats that every sample shares."""
+    on the device, or one row of Python floats that every sample shares; rng as in step_reference."""
     batch = out.shape[0]
     inner = out.numel() * (2 if out.dtype == torch.complex64 else 1) // batch if batch else 0
     if batch == 0 or inner == 0:
@@ -103,7 +106,7 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
         p = _params_tensor(params, out.device)
         out_rows, x0_rows = as_rows(out), (None if x0 is None else as_rows(x0))
         if backend == "ref":
-            o, z = step_reference(rows, p, seed, offset, flags)
+            o, z = step_reference(rows, p, seed, offset, flags, rng)
             out_rows.copy_(o)
             if x0_rows is not None:
                 x0_rows.copy_(z)
@@ -111,7 +114,7 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
         from mridpm.kernels.triton import step as triton_step
 
         with torch.cuda.device(out.device) if out.is_cuda else contextlib.nullcontext():
-            triton_step.step(rows, p, out_rows, x0_rows, seed, offset, flags)
+            triton_step.step(rows, p, out_rows, x0_rows, seed, offset, flags, rng)
         return
     ext = _ext.extension()
     assert ext is not None
@@ -125,7 +128,7 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
         head += (torch.get_num_threads(),)
     x0_arg = (0, 0, 0) if x0 is None else _buffer(x0, inner, keep)
     args = (*head, batch, inner, _buffer(out, inner, keep), x0_arg, [_buffer(t, inner, keep) for t in inputs],
-            p_arg, uniform, seed, offset)
+            p_arg, uniform, seed, offset, (0, 0, 0) if rng is None else (rng.data_ptr(), 0, rng.numel()))
     if backend == "cpu":
         ext.step_cpu(*args)
     else:
@@ -135,17 +138,17 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
 
 @torch.library.custom_op("mridpm::fused_step", mutates_args=())
 def fused_step_op(inputs: list[torch.Tensor], params: torch.Tensor, seed: int, offset: int, flags: int,
-                  backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                  backend: str, rng: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op: returns (out, x0); x0 is empty unless flags ask to write it."""
     out = torch.empty_like(inputs[0], memory_format=torch.contiguous_format)
     x0 = torch.empty_like(out) if flags & WRITE_X0 else out.new_empty(0)
-    _launch(backend, inputs, params, out, x0 if flags & WRITE_X0 else None, seed, offset, flags)
+    _launch(backend, inputs, params, out, x0 if flags & WRITE_X0 else None, seed, offset, flags, rng)
     return out, x0
 
 
 @fused_step_op.register_fake
 def _(inputs: list[torch.Tensor], params: torch.Tensor, seed: int, offset: int, flags: int,
-      backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+      backend: str, rng: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.empty_like(inputs[0], memory_format=torch.contiguous_format)
     return out, (torch.empty_like(out) if flags & WRITE_X0 else out.new_empty(0))
 
@@ -279,20 +282,21 @@ def fused_step(
         raw = fused_step(vs, columns[K : 2 * K], backend=name)
         scale = dynamic_threshold_scale(raw, ratio, max_value)
         params[:, 2 * K + 1], params[:, 2 * K + 2], params[:, 2 * K + 3] = -scale, scale, 1.0 / scale
-    seed, offset = 0, 0
-    if flags & NOISE:
-        seed, offset = (generator or default_generator).reserve(vs[0].numel() * (2 if vs[0].is_complex() else 1))
+    seed, offset, rng = 0, 0, None
+    if flags & NOISE:  # rng: the device (seed, base offset) a CUDA graph being recorded reads at replay
+        seed, offset, rng = _capture.reserve(generator or default_generator,
+                                             vs[0].numel() * (2 if vs[0].is_complex() else 1), device)
 
     if compiling:
         signed_seed = seed - _U64 if seed >= 1 << 63 else seed
-        result, x0_out = fused_step_op(vs, params, signed_seed, offset, flags, name)
+        result, x0_out = fused_step_op(vs, params, signed_seed, offset, flags, name, rng)
         if out is not None:
             out.copy_(result)
             result = out
     else:
         result = torch.empty_like(vs[0], memory_format=torch.contiguous_format) if out is None else out
         x0_out = torch.empty_like(result) if return_x0 else None
-        _launch(name, vs, params, result, x0_out, seed, offset, flags)
+        _launch(name, vs, params, result, x0_out, seed, offset, flags, rng)
     return (result, x0_out) if return_x0 else result
 
 

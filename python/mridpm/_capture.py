@@ -1,0 +1,117 @@
+"""What the ops need to know while mridpm.accelerate records a CUDA graph (or warms one up).
+
+During capture nothing runs, and a replay re-runs the recorded kernels with the arguments they
+were recorded with. So every noise draw is recorded against a device tensor (seed, base offset)
+per generator, filled from the host generator before each replay; host buffers the graph copies
+from are kept alive with it; checks that would read the device back run after each replay.
+During warm-up the generators are only noted, so they can be rewound before capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mridpm.random import Generator
+
+_U63 = 1 << 63
+
+
+def _signed(seed: int) -> int:
+    """The uint64 seed as the int64 a tensor holds (the kernels read the same 64 bits)."""
+    return seed - (1 << 64) if seed >= _U63 else seed
+
+
+class Recording:
+    """The state of one capture: a device (seed, offset) pair per generator, the numbers drawn
+    from it per replay, the host buffers the graph reads, the checks to run after a replay."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.draws: dict[int, tuple[Generator, torch.Tensor, list[int]]] = {}
+        self.keep: list[torch.Tensor] = []
+        self.checks: list[Callable[[], None]] = []
+
+    def reserve(self, generator: Generator, n: int, device: torch.device) -> tuple[int, int, torch.Tensor | None]:
+        """(seed, offset relative to the replay's base, the device state) for a draw of n numbers on
+        the capture's device; work elsewhere is not recorded (it runs now) and draws from the host."""
+        if device != self.device:
+            return (*generator.reserve(n), None)
+        entry = self.draws.get(id(generator))
+        if entry is None:
+            # empty, not zeros: a fill recorded here would run at every replay, after before_replay's
+            entry = (generator, torch.empty(2, dtype=torch.int64, device=self.device), [0])
+            self.draws[id(generator)] = entry
+        drawn = entry[2]
+        start = drawn[0]
+        if n < 0 or start + n >= _U63:
+            raise ValueError(f"cannot reserve {n} numbers after {start} in one graph")
+        drawn[0] = start + n
+        return generator.seed, start, entry[1]
+
+    def upload(self, host: torch.Tensor) -> torch.Tensor:
+        """host on the capture's device: a pinned copy the graph reads at every replay, kept alive."""
+        pinned = host.pin_memory()
+        self.keep.append(pinned)
+        return pinned.to(self.device, non_blocking=True)
+
+    def before_replay(self) -> None:
+        """Writes each generator's current seed and offset to its device state (stream-ordered)."""
+        for generator, state, _ in self.draws.values():
+            state[0].fill_(_signed(generator.seed))
+            state[1].fill_(generator.offset)
+
+    def after_replay(self) -> None:
+        """Advances each generator past the replay's draws, then runs the deferred checks."""
+        for generator, _, drawn in self.draws.values():
+            generator.offset = generator.offset + drawn[0]
+        for check in self.checks:
+            check()
+
+
+class Warmup:
+    """Notes each generator's state at its first draw, so warm-up runs can be undone."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, tuple[Generator, dict[str, int]]] = {}
+
+    def reserve(self, generator: Generator, n: int, device: torch.device) -> tuple[int, int, None]:
+        self.saved.setdefault(id(generator), (generator, generator.state_dict()))
+        return (*generator.reserve(n), None)
+
+    def rewind(self) -> None:
+        for generator, state in self.saved.values():
+            generator.load_state_dict(state)
+
+
+active: Recording | Warmup | None = None
+
+
+def reserve(generator: Generator, n: int, device: torch.device) -> tuple[int, int, torch.Tensor | None]:
+    """(seed, offset, device state or None) for a draw of n numbers from generator on device."""
+    if active is None:
+        return (*generator.reserve(n), None)
+    return active.reserve(generator, n, device)
+
+
+def recording() -> Recording | None:
+    """The capture in progress, if any."""
+    return active if isinstance(active, Recording) else None
+
+
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on device: through a pinned buffer kept with the graph while one is recorded."""
+    rec = recording()
+    if rec is not None and device.type == "cuda":
+        return rec.upload(host)
+    return host.to(device)
+
+
+def defer(check: Callable[[], None]) -> bool:
+    """Runs check after each replay when a graph is being recorded (True), else leaves it to the caller."""
+    rec = recording()
+    if rec is None:
+        return False
+    rec.checks.append(check)
+    return True
