@@ -11,6 +11,8 @@
 - "loop": the whole loop with the bundled prior (brain64c, convolutional, run at 320x320), per
   model evaluation, projection and DDS, ours against eager with the same network calls, the two
   run in turn (median of 5 each).
+On a GPU both parts add "mridpm+graphs": the same posterior sampler recorded once as a CUDA graph
+(mridpm.accelerate.graph, y the input) and timed by its replays, fresh noise at each.
 GB/s counts the pointwise floor of the data-consistency passes of a step (read x, maps and y,
 write x, once per pass), not the FFTs' traffic.
 """
@@ -27,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Row, measure, parse_args, report
-from mridpm import mri
+from mridpm import accelerate, mri
 from mridpm.dpm import DiscreteSchedule
 from mridpm.dpm._common import discrete_timesteps
 from mridpm.mri.classical import zero_filled
@@ -130,6 +132,22 @@ def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rep
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def graphed_sampler(method: str, model, op, y: torch.Tensor, schedule: DiscreteSchedule, steps: int):
+    """The projection or DDS posterior sampler as reconstruct() runs it (no final DC: noise_std > 0),
+    recorded as one CUDA graph with y as its input; None where it could not be recorded."""
+    opts = ps.Options(steps=steps, eta=1.0, clip=(-1.0, 1.0))
+    shape = (y.shape[0], *y.shape[2:])
+    g = Generator(0)
+    sampler = ps.sample_projection if method == "projection" else ps.sample_dds
+
+    def run(y: torch.Tensor) -> torch.Tensor:
+        return sampler(model, ps.Problem(y, op, 0.01), schedule, shape, opts=opts, generator=g)[0]
+
+    with torch.no_grad():
+        graphed = accelerate.graph(run, y, clone=False)
+    return graphed if graphed.captured else None
+
+
 def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
     schedule = DiscreteSchedule.from_name("linear", 1000)
     op, maps, mask, y = _problem(batch, device)
@@ -144,14 +162,23 @@ def steps_bench(batch: int, device: torch.device, steps: int = 10) -> list[Row]:
                                                       generator=Generator(0), clip=(-1.0, 1.0))}
         if method in ("projection", "dds"):
             fns["eager"] = lambda m=method: eager_loop(m, model, y, maps, mask, schedule, steps, 0.01)
+            fns.update(_graph_fns(method, model, op, y, schedule, steps, device))
         t = {k: v / steps for k, v in _interleaved(fns, device, 5).items()}
-        base = t.get("eager")
+        base = t.pop("eager", None)
         if base is not None:
             rows.append(Row(label, "complex64", "eager", base, n * floor / base / 1e3, 1.0))
-        ours = t["mridpm"]
-        rows.append(Row(label, "complex64", "mridpm", ours, n * floor / ours / 1e3,
-                        base / ours if base else float("nan")))
+        rows += [Row(label, "complex64", k, v, n * floor / v / 1e3, base / v if base else float("nan"))
+                 for k, v in t.items()]
     return rows
+
+
+def _graph_fns(method: str, model, op, y: torch.Tensor, schedule: DiscreteSchedule, steps: int,
+               device: torch.device) -> dict[str, Callable[[], object]]:
+    """{"mridpm+graphs": replay} on a GPU where the loop records, else nothing."""
+    if device.type != "cuda":
+        return {}
+    graphed = graphed_sampler(method, model, op, y, schedule, steps)
+    return {} if graphed is None else {"mridpm+graphs": lambda: graphed(y)}
 
 
 def loop_bench(device: torch.device, steps: int, reps: int = 5) -> list[Row]:
@@ -168,7 +195,8 @@ def loop_bench(device: torch.device, steps: int, reps: int = 5) -> list[Row]:
             t = _interleaved({
                 "eager": lambda m=method: eager_loop(m, model, y, maps, mask, prior.schedule, steps, 0.01),
                 "mridpm": lambda m=method: reconstruct(y, op, model, prior.schedule, method=m, steps=steps,
-                                                       noise_std=0.01, generator=Generator(0), clip=(-1.0, 1.0))},
+                                                       noise_std=0.01, generator=Generator(0), clip=(-1.0, 1.0)),
+                **_graph_fns(method, model, op, y, prior.schedule, steps, device)},
                 device, reps)
             rows += [Row(label, "complex64", k, v / steps, 0.0, t["eager"] / v) for k, v in t.items()]
     return rows
