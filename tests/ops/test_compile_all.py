@@ -63,3 +63,36 @@ def test_public_op_compiles_without_graph_breaks(fn):
     torch._dynamo.reset()
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(X, E), fn(X, E), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("backend", ["ref", "cpu", "triton"])
+def test_compiled_noise_moves_on_without_recompiling(compiler, backend):
+    """A compiled function drawing from an outer generator, called again and again: the generator's
+    state is a graph input advanced inside the graph, so every call draws the next eager noise and
+    nothing recompiles (before, each call baked its offset in and the ninth failed under fullgraph)."""
+    from mridpm import _ext
+    from mridpm.ops._backend import triton_available, triton_interpreted
+
+    if (backend == "cpu" and not _ext.cpu_built()) or (backend == "triton" and not (
+            triton_available() and triton_interpreted())):
+        pytest.skip(f"backend {backend} not available here")
+    gen, ref = mridpm.Generator(2**64 - 3, 5), mridpm.Generator(2**64 - 3, 5)
+
+    def loop(x, generator):
+        for s in (1.0, 0.5):
+            x = mridpm.fused_step([x, E], [0.9, 0.1], s, generator=generator, backend=backend)
+        return x
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: loop(x, gen), fullgraph=True, backend=compiler)
+    outs = [compiled(X)]
+    with torch.compiler.set_stance("fail_on_recompile"):
+        outs += [compiled(X) for _ in range(9)]
+        gen.manual_seed(7)
+        ref_reseeded = mridpm.Generator(7)
+        reseeded = compiled(X)
+    for out in outs:
+        torch.testing.assert_close(out, loop(X, ref), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reseeded, loop(X, ref_reseeded), rtol=1e-5, atol=1e-5)
+    assert gen.offset == ref_reseeded.offset == 2 * X.numel()

@@ -104,6 +104,17 @@ def test_generator_advances_by_elements_drawn():
     assert g.offset == 60
 
 
+def test_generator_copies_are_independent():
+    import copy
+    import pickle
+
+    g = mridpm.Generator(2**64 - 1, 9)
+    for c in (copy.copy(g), copy.deepcopy(g), pickle.loads(pickle.dumps(g)), g.clone()):
+        assert (c.seed, c.offset) == (g.seed, g.offset)
+        c.reserve(5)
+        assert g.offset == 9 and c.offset == 14 and int(c.state[1]) == 14
+
+
 def test_generator_bad_arguments():
     with pytest.raises(TypeError, match="seed"):
         mridpm.Generator(1.5)

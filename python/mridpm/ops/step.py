@@ -101,6 +101,8 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
     if batch == 0 or inner == 0:
         return
     seed %= _U64
+    if rng is not None:
+        seed, offset, rng = _rng_for(rng, out.device, seed, offset)
     if backend in ("ref", "triton"):
         rows = [as_rows(t) for t in inputs]
         p = _params_tensor(params, out.device)
@@ -134,6 +136,21 @@ def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor |
     else:
         with torch.cuda.device(out.device):
             ext.step_cuda(*args, torch.cuda.current_stream(out.device).cuda_stream)
+
+
+def _rng_for(rng: torch.Tensor, device: torch.device, seed: int, offset: int
+             ) -> tuple[int, int, torch.Tensor | None]:
+    """(seed, offset, rng) for a kernel on device: a state on another device (a compiled call's CPU
+    generator state for a CUDA kernel) is read here, once; one on the kernel's device is passed on."""
+    if rng.dtype != torch.int64 or rng.numel() != 2 or not rng.is_contiguous():
+        raise ValueError(f"rng must be a contiguous int64 (seed, offset) pair, got {rng.dtype} {tuple(rng.shape)}")
+    if rng.device == device:
+        return seed, offset, rng
+    if _capture.recording() is not None:
+        raise RuntimeError("noise drawn by a torch.compile'd function cannot be recorded in a CUDA graph by "
+                           "mridpm.accelerate (its generator state is on the host); record the eager function")
+    s, o = rng.tolist()
+    return s % _U64, offset + o, None
 
 
 @torch.library.custom_op("mridpm::fused_step", mutates_args=())
@@ -283,9 +300,12 @@ def fused_step(
         scale = dynamic_threshold_scale(raw, ratio, max_value)
         params[:, 2 * K + 1], params[:, 2 * K + 2], params[:, 2 * K + 3] = -scale, scale, 1.0 / scale
     seed, offset, rng = 0, 0, None
-    if flags & NOISE:  # rng: the device (seed, base offset) a CUDA graph being recorded reads at replay
-        seed, offset, rng = _capture.reserve(generator or default_generator,
-                                             vs[0].numel() * (2 if vs[0].is_complex() else 1), device)
+    if flags & NOISE:
+        n = vs[0].numel() * (2 if vs[0].is_complex() else 1)
+        if torch.compiler.is_compiling():  # the state tensor enters the graph: no offset baked in
+            rng = (generator or default_generator).reserve_state(n)
+        else:  # rng: the device (seed, base offset) a CUDA graph being recorded reads at replay
+            seed, offset, rng = _capture.reserve(generator or default_generator, n, device)
 
     if compiling:
         signed_seed = seed - _U64 if seed >= 1 << 63 else seed
