@@ -40,6 +40,44 @@ def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: boo
     return out
 
 
+def _find(rows: list[Row], shape: str, backend: str, dtype: str | None = None) -> Row | None:
+    return next((r for r in rows if r.shape == shape and r.backend == backend and dtype in (None, r.dtype)), None)
+
+
+def targets(results: dict[str, list[Row]]) -> list[dict[str, object]]:
+    """The acceleration targets (GPU figures; on a CPU the same ratios, for the record) from this run's rows:
+    each {target, measured, goal, met}; met is None where the rows are missing (e.g. no copy row on a CPU)."""
+    out: list[dict[str, object]] = []
+
+    def add(name: str, value: float | None, goal: float, unit: str) -> None:
+        ok = None if value is None or value != value else value >= goal
+        out.append({"target": name, "measured": value, "goal": goal, "unit": unit, "met": ok})
+
+    step = results.get("step", [])
+    for dtype in ("float32", "bfloat16"):
+        shape = "(67108864,)"
+        copy = _find(step, shape, "copy", dtype)
+        best = max((r for r in step if r.shape == shape and r.dtype == dtype and r.backend.startswith("mridpm-")),
+                   key=lambda r: r.gbps, default=None)
+        add(f"fused step {dtype} 64M: bandwidth / copy", best.gbps / copy.gbps if best and copy else None, 0.85, "")
+        add(f"fused step {dtype} 64M: speed-up over eager", best.vs_eager if best else None, 5.0, "x")
+    dc = _find(results.get("dc", []), "project 8x15x320x320", "mridpm")
+    add("DC projection 8x15x320x320: speed-up over eager", dc.vs_eager if dc else None, 2.0, "x")
+    blocks = [r.vs_eager for r in results.get("attention", []) if r.backend == "block-mridpm"]
+    add("3D attention block: speed-up over the SDPA block (worst case)", min(blocks) if blocks else None, 1.3, "x")
+    dds = _find(results.get("recon", []), "dds loop/eval 1x15x320x320", "mridpm+graphs")
+    add("DDS with brain64c, CUDA graphs: speed-up over eager", dds.vs_eager if dds else None, 2.0, "x")
+    return out
+
+
+def print_targets(rows: list[dict[str, object]]) -> None:
+    print("\n== targets (the goals are for a GPU) ==")
+    for t in rows:
+        value = "not measured" if t["measured"] is None else f"{t['measured']:.2f}{t['unit']}"
+        verdict = {None: "", True: "met", False: "MISSED"}[t["met"]]  # type: ignore[index]
+        print(f"{t['target']:<66}{value:>14}  (goal {t['goal']}{t['unit']}) {verdict}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -53,12 +91,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown benches {sorted(unknown)}; choose from {','.join(BENCHES)}")
     device = torch.device(args.device)
     results = run(names, device, args.quick, not args.no_compile)
+    goals = targets(results)
+    print_targets(goals)
     if args.quick:
         return
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"all-{device.type}.json"
     clean = {k: [{c: None if v != v else v for c, v in asdict(r).items()} for r in rows] for k, rows in results.items()}
-    path.write_text(json.dumps({"machine": machine(), "benches": clean}, indent=2) + "\n")
+    path.write_text(json.dumps({"machine": machine(), "benches": clean, "targets": goals}, indent=2) + "\n")
     print(f"\nwrote {path}")
 
 

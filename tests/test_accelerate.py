@@ -66,8 +66,8 @@ def test_step_reads_seed_and_offset_at_run_time(backend, dtype, seed):
 
 def test_recording_bookkeeping():
     cpu = torch.device("cpu")
-    rec = _capture.Recording(cpu)
     g, h = mridpm.Generator(5, 40), mridpm.Generator(2**64 - 1)
+    rec = _capture.Recording(cpu)
     assert rec.reserve(g, 10, cpu)[:2] == (5, 0)
     assert rec.reserve(g, 6, cpu)[:2] == (5, 10)  # offsets relative to the replay's base
     _, _, state_h = rec.reserve(h, 3, cpu)
@@ -77,10 +77,12 @@ def test_recording_bookkeeping():
     assert g.offset == 44
     rec.before_replay()
     assert rec.draws[id(g)][1].tolist() == [5, 44] and state_h.tolist() == [-1, 0]
+    inner = mridpm.Generator(8)  # made by the recorded function: an eager call would make it anew
+    rec.reserve(inner, 50, cpu)
     seen = []
     rec.checks.append(lambda: seen.append(g.offset))
     rec.after_replay()
-    assert (g.offset, h.offset, seen) == (44 + 17, 3, [61])
+    assert (g.offset, h.offset, inner.offset, seen) == (44 + 17, 3, 0, [61])
 
 
 def test_warmup_is_rewound():
@@ -246,6 +248,11 @@ class TestCudaGraphs:
         scale.fill_(float("nan"))
         with pytest.raises(ValueError, match="NaN or Inf"):
             run(x)
+
+    def test_a_generator_made_inside_gives_the_same_noise_each_call(self):
+        x = torch.randn(2, 1, 8, 8, device="cuda")
+        run = graph(lambda u: sample_ddpm(self.model, u, self.schedule, steps=4, generator=mridpm.Generator(5)), x)
+        assert torch.equal(run(x), run(x))
 
     def test_cpu_and_gpu_give_the_same_sample(self):
         x = mridpm.randn((2, 1, 17, 19), generator=mridpm.Generator(0))

@@ -29,6 +29,7 @@ class Recording:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.first_inner = Generator.created  # generators from here on are made by the recorded function
         self.draws: dict[int, tuple[Generator, torch.Tensor, list[int]]] = {}
         self.keep: list[torch.Tensor] = []
         self.checks: list[Callable[[], None]] = []
@@ -63,9 +64,11 @@ class Recording:
             state[1].fill_(generator.offset)
 
     def after_replay(self) -> None:
-        """Advances each generator past the replay's draws, then runs the deferred checks."""
+        """Advances each generator past the replay's draws, then runs the deferred checks. A generator
+        the recorded function made itself stays where it started: each eager call would make it anew."""
         for generator, _, drawn in self.draws.values():
-            generator.offset = generator.offset + drawn[0]
+            if generator.serial < self.first_inner:
+                generator.offset = generator.offset + drawn[0]
         for check in self.checks:
             check()
 

@@ -13,6 +13,7 @@ tolerance), the callable runs fn eagerly instead and says why, once, with an Acc
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -82,7 +83,8 @@ class Graphed:
             with torch.cuda.graph(graph):
                 outputs = self.fn(*self._static)
         except Exception as err:  # any failure to record means: run eagerly
-            torch.cuda.synchronize(device)
+            with contextlib.suppress(RuntimeError):
+                torch.cuda.synchronize(device)
             return f"it could not be recorded as a CUDA graph ({_first_cause(err)})"
         finally:
             _capture.active = None

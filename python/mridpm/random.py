@@ -19,7 +19,11 @@ class Generator:
     in nor recompiles as it moves on.
     """
 
+    created = 0  # generators made so far: a graph recording tells those made inside the recorded function
+
     def __init__(self, seed: int = 0, offset: int = 0) -> None:
+        self.serial = Generator.created
+        Generator.created += 1
         self.state = torch.zeros(2, dtype=torch.int64)
         self._view = self.state.numpy()
         self.manual_seed(seed)
