@@ -52,9 +52,9 @@ def per_sample(name: str, value: object, batch: int) -> float | torch.Tensor:
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value}")
         return float(value)
-    if isinstance(value, torch.Tensor) and value.device.type != "cpu":
-        # computed on the device inside a sampling loop: kept there, and not checked for
-        # finiteness, since reading it back would synchronise with the device
+    if isinstance(value, torch.Tensor) and (value.device.type != "cpu" or _capture.recording() is not None):
+        # computed on the device inside a sampling loop (or given while a CUDA graph is recorded): kept
+        # there, and not checked for finiteness, since reading it back would synchronise with the device
         if value.is_complex() or value.dtype == torch.bool or value.numel() not in (1, batch):
             raise ValueError(f"{name}: a device tensor must be real with 1 or {batch} values, got "
                              f"{value.dtype} of shape {tuple(value.shape)}")
