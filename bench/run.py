@@ -33,7 +33,12 @@ def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: boo
         module = importlib.import_module(f"bench.bench_{name}")
         start = time.perf_counter()
         kwargs = {"compile_": compile_} if name == "step" else {}
-        out[name] = module.collect(device, quick, **kwargs)
+        try:
+            out[name] = module.collect(device, quick, **kwargs)
+        except ModuleNotFoundError as err:  # a peer compared against (diffusers, say) is not installed
+            print(f"\n== {name}: skipped, {err.name} is not installed ==")
+            out[name] = []
+            continue
         print(f"\n== {name} ({time.perf_counter() - start:.0f} s) ==")
         print_table(out[name])
         sys.stdout.flush()

@@ -207,6 +207,7 @@ BAD = [
     (ValueError, "order", lambda m: sample_dpm_solver(m, torch.zeros(2, D), VPSchedule(), order=0)),
     (ValueError, "skip", lambda m: sample_dpm_solver(m, torch.zeros(2, D), VPSchedule(), skip="karras")),
     (ValueError, "snr", lambda m: sample_pc(m, torch.zeros(2, D), VPSchedule(), snr=0.0)),
+    (ValueError, "too few for the corrector", lambda m: sample_pc(m, torch.zeros(2, D), VPSchedule(), steps=5)),
     (TypeError, "VESchedule", lambda m: sample_smld(m, torch.zeros(2, D), VPSchedule())),
     (ValueError, "step_lr", lambda m: sample_smld(m, torch.zeros(2, D), VESchedule(), step_lr=-1.0)),
 ]

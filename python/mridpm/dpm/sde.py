@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -65,6 +66,10 @@ def sample_pc(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, st
         raise ValueError(f"need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
     run = ModelRun(model, model_kwargs, discrete=False)
     ts = time_grid(steps, t_end)
+    worst = min((1.0 + 2.0 * schedule.sde(t)[0] * (t - u), t) for t, u in itertools.pairwise(ts))
+    if corrector_steps and worst[0] <= 0:
+        raise ValueError(f"{steps} steps are too few for the corrector: its alpha = 1 - beta(t) dt is {worst[0]:.3g} "
+                         f"at t = {worst[1]:.3g} (it must be > 0); use more steps")
     for i, t in steps_of(ts[:-1], progress, "predictor-corrector"):
         dt = t - ts[i + 1]
         sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
