@@ -54,7 +54,7 @@ def test_step_reads_seed_and_offset_at_run_time(backend, dtype, seed):
         torch.randn(3, 5, 7, dtype=dtype, generator=g)
     params = [0.5, 0.0, 0.0, 0.0, 0.0, 1.0, 0.75]
     base, rel = 123_456_789_012, 1001
-    state = torch.tensor([_capture._signed(seed), base], dtype=torch.int64)
+    state = torch.tensor([int(mridpm.Generator(seed).state[0]), base], dtype=torch.int64)
     want, got = torch.empty_like(x), torch.empty_like(x)
     step_ops._launch(backend, [x], params, want, None, seed, base + rel, step_ops.NOISE)
     step_ops._launch(backend, [x], params, got, None, 99, rel, step_ops.NOISE, state)  # host seed ignored

@@ -9,22 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mridpm
-from mridpm import _capture, mri
-from mridpm.dpm import (
-    DiscreteSchedule,
-    SubVPSchedule,
-    VESchedule,
-    VPSchedule,
-    sample_analytic_dpm,
-    sample_ddim,
-    sample_ddpm,
-    sample_dpm_solver,
-    sample_dpmpp,
-    sample_euler_maruyama,
-    sample_ode,
-    sample_pc,
-    sample_smld,
-)
+from mridpm import _capture, dpm, mri
 from mridpm.mri.coils import birdcage_maps
 from mridpm.tasks import posterior as ps
 
@@ -67,20 +52,20 @@ def test_the_detector_catches_reads():
         recorded(lambda: torch.arange(4).nonzero())
 
 
-DISCRETE = DiscreteSchedule.from_name("linear", 1000)
+DISCRETE = dpm.DiscreteSchedule.from_name("linear", 1000)
 X = torch.randn(2, 1, 6, 5)
 SAMPLERS = [
-    ("ddpm", lambda: sample_ddpm(linear_model, X, DISCRETE, steps=5, generator=mridpm.Generator(0))),
-    ("ddim-eta1-clip", lambda: sample_ddim(linear_model, X, DISCRETE, steps=5, eta=1.0, clip=(-1.0, 1.0))),
-    ("ddim-threshold", lambda: sample_ddim(linear_model, X, DISCRETE, steps=5, threshold=(0.9, 2.0))),
-    ("analytic-dpm", lambda: sample_analytic_dpm(linear_model, X, DISCRETE, steps=5,
+    ("ddpm", lambda: dpm.sample_ddpm(linear_model, X, DISCRETE, steps=5, generator=mridpm.Generator(0))),
+    ("ddim-eta1-clip", lambda: dpm.sample_ddim(linear_model, X, DISCRETE, steps=5, eta=1.0, clip=(-1.0, 1.0))),
+    ("ddim-threshold", lambda: dpm.sample_ddim(linear_model, X, DISCRETE, steps=5, threshold=(0.9, 2.0))),
+    ("analytic-dpm", lambda: dpm.sample_analytic_dpm(linear_model, X, DISCRETE, steps=5,
                                                  gamma=dict.fromkeys(range(1000), 0.5))),
-    ("dpm-solver-3", lambda: sample_dpm_solver(linear_model, X, VPSchedule(), steps=6, order=3)),
-    ("dpm++-2m", lambda: sample_dpmpp(linear_model, X, DISCRETE, steps=6)),
-    ("euler-maruyama-vp", lambda: sample_euler_maruyama(linear_model, X, VPSchedule(), steps=5)),
-    ("pc-subvp", lambda: sample_pc(linear_model, X, SubVPSchedule(), steps=50, prediction="eps")),
-    ("smld", lambda: sample_smld(linear_model, X, VESchedule(), steps=3, steps_each=2)),
-    ("ode-heun", lambda: sample_ode(linear_model, X, VPSchedule(), steps=5)),
+    ("dpm-solver-3", lambda: dpm.sample_dpm_solver(linear_model, X, dpm.VPSchedule(), steps=6, order=3)),
+    ("dpm++-2m", lambda: dpm.sample_dpmpp(linear_model, X, DISCRETE, steps=6)),
+    ("euler-maruyama-vp", lambda: dpm.sample_euler_maruyama(linear_model, X, dpm.VPSchedule(), steps=5)),
+    ("pc-subvp", lambda: dpm.sample_pc(linear_model, X, dpm.SubVPSchedule(), steps=50, prediction="eps")),
+    ("smld", lambda: dpm.sample_smld(linear_model, X, dpm.VESchedule(), steps=3, steps_each=2)),
+    ("ode-heun", lambda: dpm.sample_ode(linear_model, X, dpm.VPSchedule(), steps=5)),
 ]
 
 

@@ -80,6 +80,8 @@ template <int DT, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     step_kernel(const __grid_constant__ StepArgs a, std::int64_t tiles_per_row, std::int64_t tiles) {
   const int K = a.K;
+  std::uint64_t seed, offset;
+  step_rng(a, &seed, &offset);  // once per thread, not per tile
   for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const std::int64_t b = t / tiles_per_row;
     const std::int64_t i = (t % tiles_per_row) * kTileElems + threadIdx.x * kVec;
@@ -111,8 +113,6 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (a.flags & kNoise) {
       const float s = p[2 * K + 4];
-      std::uint64_t seed, offset;
-      step_rng(a, &seed, &offset);
       const std::uint64_t base = offset + static_cast<std::uint64_t>(b * a.inner + i);
 #pragma unroll
       for (int e = 0; e < kVec; ++e) acc[e] = acc[e] + s * philox_normal(seed, base + e);

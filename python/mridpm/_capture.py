@@ -18,11 +18,6 @@ from mridpm.random import Generator
 _U63 = 1 << 63
 
 
-def _signed(seed: int) -> int:
-    """The uint64 seed as the int64 a tensor holds (the kernels read the same 64 bits)."""
-    return seed - (1 << 64) if seed >= _U63 else seed
-
-
 class Recording:
     """The state of one capture: a device (seed, offset) pair per generator, the numbers drawn
     from it per replay, the host buffers the graph reads, the checks to run after a replay."""
@@ -58,10 +53,12 @@ class Recording:
         return pinned.to(self.device, non_blocking=True)
 
     def before_replay(self) -> None:
-        """Writes each generator's current seed and offset to its device state (stream-ordered)."""
+        """Writes each generator's current seed and offset to its device state (stream-ordered fills,
+        which do not wait for the previous replay as a copy from pageable memory would)."""
         for generator, state, _ in self.draws.values():
-            state[0].fill_(_signed(generator.seed))
-            state[1].fill_(generator.offset)
+            seed_bits, offset = generator.state.tolist()  # the int64 pair the kernels read
+            state[0].fill_(seed_bits)
+            state[1].fill_(offset)
 
     def after_replay(self) -> None:
         """Advances each generator past the replay's draws, then runs the deferred checks. A generator
@@ -104,11 +101,14 @@ def recording() -> Recording | None:
 
 
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on device: through a pinned buffer kept with the graph while one is recorded."""
+    """A tensor on device; from the host to a GPU through a pinned buffer without blocking the host
+    (kept alive with the graph while one is recorded, since every replay copies from it)."""
+    if device.type != "cuda" or host.device.type != "cpu":
+        return host.to(device)
     rec = recording()
-    if rec is not None and device.type == "cuda":
+    if rec is not None:
         return rec.upload(host)
-    return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def defer(check: Callable[[], None]) -> bool:

@@ -71,8 +71,7 @@ class Graphed:
             _capture.active = warm
             with torch.cuda.stream(side):  # kernels compile, cuFFT plans and workspaces are made here
                 for _ in range(warmup):
-                    fn_out = self.fn(*self._static)
-            del fn_out
+                    self.fn(*self._static)
         finally:
             _capture.active = None
             warm.rewind()

@@ -66,14 +66,14 @@ def sample_pc(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, st
         raise ValueError(f"need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
     run = ModelRun(model, model_kwargs, discrete=False)
     ts = time_grid(steps, t_end)
-    worst = min((1.0 + 2.0 * schedule.sde(t)[0] * (t - u), t) for t, u in itertools.pairwise(ts))
+    worst = min((_corrector_alpha(schedule, t, t - u), t) for t, u in itertools.pairwise(ts))
     if corrector_steps and worst[0] <= 0:
         raise ValueError(f"{steps} steps are too few for the corrector: its alpha = 1 - beta(t) dt is {worst[0]:.3g} "
                          f"at t = {worst[1]:.3g} (it must be > 0); use more steps")
     for i, t in steps_of(ts[:-1], progress, "predictor-corrector"):
         dt = t - ts[i + 1]
         sa, sb = param.score_coeffs(prediction, *schedule.alpha_sigma(t))
-        alpha = 1.0 + 2.0 * schedule.sde(t)[0] * dt  # 1 - beta(t) dt for VP and sub-VP, 1 for VE
+        alpha = _corrector_alpha(schedule, t, dt)
         for _ in range(corrector_steps):
             score = fused_step([x, run(x, t)], [sa, sb])
             x = langevin_step(x, score, snr, alpha, generator)
@@ -81,6 +81,11 @@ def sample_pc(model: Model, x: torch.Tensor, schedule: ContinuousSchedule, *, st
         if callback is not None:
             callback({"x": x, "i": i, "t": t})
     return run.finish(final_denoise(run, x, schedule, ts[-1], prediction) if denoise else x)
+
+
+def _corrector_alpha(schedule: ContinuousSchedule, t: float, dt: float) -> float:
+    """The Langevin corrector's alpha: 1 - beta(t) dt for VP and sub-VP, 1 for VE."""
+    return 1.0 + 2.0 * schedule.sde(t)[0] * dt
 
 
 def sample_smld(model: Model, x: torch.Tensor, schedule: VESchedule, *, steps: int = 10,

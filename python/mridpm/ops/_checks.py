@@ -79,8 +79,7 @@ def pack_columns(columns: list[float | torch.Tensor], batch: int, device: torch.
     """Per-sample columns as one float32 (rows, len(columns)) table on device; rows is 1 when all are scalars."""
     if all(isinstance(c, float) for c in columns):
         return _capture.to_device(torch.tensor([columns], dtype=torch.float32), device)
-    full = [_capture.to_device(c.float(), device) if isinstance(c, torch.Tensor) and c.device.type == "cpu"
-            else c.to(device, torch.float32) if isinstance(c, torch.Tensor)
+    full = [_capture.to_device(c.float(), device) if isinstance(c, torch.Tensor)
             else torch.full((batch,), c, dtype=torch.float32, device=device) for c in columns]
     return torch.stack(full, dim=1)
 

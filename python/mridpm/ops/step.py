@@ -85,11 +85,7 @@ def _params_tensor(params: torch.Tensor | list[float], device: torch.device) -> 
     """The params table as a tensor on device; a host row goes up without blocking the host."""
     if isinstance(params, torch.Tensor):
         return params
-    if device.type == "cuda":
-        if _capture.recording() is not None:  # the graph copies from this pinned buffer at every replay
-            return _capture.to_device(torch.tensor([params], dtype=torch.float32), device)
-        return torch.tensor([params], dtype=torch.float32, pin_memory=True).to(device, non_blocking=True)
-    return torch.tensor([params], dtype=torch.float32, device=device)
+    return _capture.to_device(torch.tensor([params], dtype=torch.float32), device)
 
 
 def _launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor | list[float], out: torch.Tensor,
@@ -308,8 +304,7 @@ def fused_step(
             seed, offset, rng = _capture.reserve(generator or default_generator, n, device)
 
     if compiling:
-        signed_seed = seed - _U64 if seed >= 1 << 63 else seed
-        result, x0_out = fused_step_op(vs, params, signed_seed, offset, flags, name, rng)
+        result, x0_out = fused_step_op(vs, params, seed, offset, flags, name, rng)  # noise: from rng
         if out is not None:
             out.copy_(result)
             result = out
