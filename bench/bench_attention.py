@@ -76,7 +76,7 @@ def bench(side: int, head_dim: int, device: torch.device, dtype: torch.dtype, pe
 
             with use_backend("triton"):
                 ours = measure(lambda: block(x), device, warmup=2, reps=10, min_seconds=0.2)
-            with use_backend("cpu"):  # the same block through torch's SDPA
+            with use_backend("cuda"):  # the same block through torch's SDPA
                 theirs = measure(lambda: block(x), device, warmup=2, reps=10, min_seconds=0.2)
         rows += [Row(f"block {label}", dt, "block-sdpa", theirs, 0.0, 1.0),
                  Row(f"block {label}", dt, "block-mridpm", ours, 0.0, theirs / ours)]

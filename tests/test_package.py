@@ -11,6 +11,8 @@ import torch
 
 import mridpm
 from mridpm import _ext
+from mridpm.info import format_info
+from mridpm.ops._backend import KERNELS, resolve
 
 
 def test_info_reports_versions_backends_and_devices():
@@ -21,6 +23,22 @@ def test_info_reports_versions_backends_and_devices():
     assert data["backends"]["cpu"] == _ext.cpu_built()
     assert data["devices"]["cpu"]["cores"] >= 1
     assert len(data["devices"]["cuda"]) == torch.cuda.device_count()
+
+
+def test_info_lists_what_each_op_picks_for_cpu_and_cuda_tensors():
+    data = mridpm.info()
+    assert set(data["ops"]) == set(KERNELS) == {"fused_step", "dc", "attention"}
+    for op, picks in data["ops"].items():
+        assert picks["cpu"] == resolve("auto", torch.device("cpu"), op=op)
+        cuda = resolve("auto", torch.device("cuda"), op=op) if torch.backends.cuda.is_built() else None
+        assert picks["cuda"] == cuda
+    assert data["ops"]["fused_step"]["cpu"] == data["ops"]["dc"]["cpu"] == ("cpu" if _ext.cpu_built() else "ref")
+    assert data["ops"]["attention"]["cpu"] == "cpu"
+    text = format_info(data)
+    for op, picks in data["ops"].items():
+        line = next(line for line in text.splitlines() if line.split()[:1] == [op])
+        assert f"CPU tensors: {picks['cpu']} ({KERNELS[op][picks['cpu']]})" in line
+        assert "CUDA tensors: " + ("- (no CUDA in this torch)" if picks["cuda"] is None else picks["cuda"]) in line
 
 
 def test_cli_info_text_and_json():
@@ -50,6 +68,9 @@ with warnings.catch_warnings(record=True) as caught:
 ours = [w for w in caught if "mridpm._C" in str(w.message)]
 assert len(ours) == 1, [str(w.message) for w in caught]
 assert mridpm.info()["backends"]["cpu"] is False
+assert mridpm.info()["ops"]["fused_step"]["cpu"] == "ref"
+from mridpm.ops import _contract
+assert _contract.STEP_FLAGS == _contract.FALLBACK["step_flags"]  # the codes without the extension
 ref = 2.0 + mridpm.ops.philox_randn(0, 0, (2, 3))
 assert torch.allclose(out, ref), (out, ref)
 try:

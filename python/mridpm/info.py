@@ -1,4 +1,4 @@
-"""What this installation offers: versions, the backends built, the devices seen."""
+"""What this installation offers: versions, the backends built, what each op runs, the devices seen."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from mridpm import _ext
-from mridpm.ops._backend import triton_available, triton_interpreted
+from mridpm._version import __version__
+from mridpm.ops._backend import KERNELS, auto_choices, triton_available, triton_interpreted
 
 
 def info() -> dict[str, Any]:
-    """Version, torch, which backends are built and usable, and which devices are visible."""
-    from mridpm import __version__
-
+    """Version, torch, which backends are built and usable, the backend each op picks ("auto") for
+    CPU and for CUDA tensors (None where this torch has no CUDA), and which devices are visible."""
     ext = _ext.extension()
     cuda_devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
@@ -30,6 +30,7 @@ def info() -> dict[str, Any]:
             "triton": triton_available(),
         },
         "triton_interpret": triton_interpreted(),
+        "ops": auto_choices(),
         "devices": {
             "cpu": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()},
             "cuda": cuda_devices,
@@ -43,12 +44,20 @@ def format_info(data: dict[str, Any] | None = None) -> str:
     backends = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in data["backends"].items())
     cpu = data["devices"]["cpu"]
     cuda = data["devices"]["cuda"]
+
+    def pick(op: str, device: str) -> str:
+        name = data["ops"][op][device]
+        return "- (no CUDA in this torch)" if name is None else f"{name} ({KERNELS[op][name]})"
+
+    ops = [f"  {op:<11}CPU tensors: {pick(op, 'cpu')}; CUDA tensors: {pick(op, 'cuda')}" for op in data["ops"]]
     lines = [
         f"mridpm     {data['mridpm']}",
         f"python     {data['python']}",
         f"torch      {data['torch']}",
         f"extension  {data['extension'] or 'not loaded (PyTorch reference only)'}",
         f"backends   {backends}" + (" (triton interpreted)" if data["triton_interpret"] else ""),
+        "ops        backend='auto' picks",
+        *ops,
         f"cpu        {cpu['machine']}, {cpu['cores']} cores, {cpu['torch_threads']} torch threads",
         f"cuda       {', '.join(cuda) if cuda else 'no devices'}",
     ]

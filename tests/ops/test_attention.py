@@ -14,7 +14,7 @@ def _backends():
     if triton_available() and triton_interpreted():
         pairs.append(("triton", "cpu"))
     if torch.cuda.is_available():
-        pairs += [("cpu", "cuda"), ("triton", "cuda")] if triton_available() else [("cpu", "cuda")]
+        pairs += [("cuda", "cuda"), ("triton", "cuda")] if triton_available() else [("cuda", "cuda")]
     return pairs
 
 

@@ -76,10 +76,10 @@ class TestExtensionGuards:
         self.buf = torch.zeros(2 * 64)
 
     def call(self, op=0, flags=0, sizes=None, buffers=None):
-        p = (self.buf.data_ptr(), self.buf.numel())
+        p = (self.buf.data_ptr(), 0, self.buf.numel())  # (pointer, batch stride unused, capacity in floats)
         sizes = sizes or [1, 2, 16, 4, 4, 1, 1, 1]  # batch, coils, n, h, w, maps_batch, mask_batch, mask_coils
         buffers = buffers or [p, p, p, p, p, p]
-        _ext.extension().dc_cpu(op, flags, 1, sizes, buffers, [1.0, 1.0, 1.0])
+        _ext.extension().dc_cpu(op, flags, sizes, buffers, [1.0, 1.0, 1.0], 1)
 
     def test_valid_calls_run(self):
         for op in (0, 1, 2):
@@ -94,7 +94,7 @@ class TestExtensionGuards:
         ({"sizes": [-1, 2, 16, 4, 4, 1, 1, 1]}, "non-negative"),
         ({"sizes": [1, 2, 15, 4, 4, 1, 1, 1], "flags": 1}, "non-negative"),
         ({"sizes": [2**40, 2**20, 2**20, 4, 4, 1, 1, 1]}, "smaller than the extent"),
-        ({"buffers": [(0, 0)] * 6}, "smaller than the extent"),
+        ({"buffers": [(0, 0, 0)] * 6}, "smaller than the extent"),
     ])
     def test_bad_arguments_raise(self, kw, match):
         with pytest.raises(ValueError, match=match):

@@ -5,7 +5,7 @@ import torch
 
 import mridpm
 from mridpm.ops import dynamic_threshold_scale, fused_step, step_reference
-from mridpm.ops.step import CLAMP, HAS_X0, NOISE, WRITE_X0, _launch, as_rows
+from mridpm.ops.step import CLAMP, HAS_X0, NOISE, WRITE_X0, as_rows, launch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.complex64]
 SHAPES = [(5, 7), (4, 8), (3, 111)]  # per-sample shapes: odd, even, longer odd
@@ -36,7 +36,7 @@ def test_kernel_matches_reference(kernel, dtype, batch, K, tol):
             params = _params(K, batch, per_sample=flags != 0).to(device)
             out = torch.full_like(inputs[0], float("nan"))  # poisoned: an unwritten element fails
             x0 = torch.full_like(inputs[0], float("nan")) if flags & WRITE_X0 else None
-            _launch(backend, inputs, params, out, x0, 1234, 99, flags)
+            launch(backend, inputs, params, out, x0, 1234, 99, flags)
             ref_out, ref_x0 = step_reference([as_rows(t).cpu() for t in inputs], params.cpu(), 1234, 99, flags)
             torch.testing.assert_close(as_rows(out).cpu(), ref_out, **tol[dtype])
             if x0 is not None:
@@ -149,13 +149,13 @@ def test_use_backend_sets_the_default():
 
 CHECK_ISA = """
 import torch
-from mridpm.ops.step import CLAMP, HAS_X0, NOISE, WRITE_X0, _launch, as_rows, step_reference
+from mridpm.ops.step import CLAMP, HAS_X0, NOISE, WRITE_X0, as_rows, launch, step_reference
 flags = HAS_X0 | CLAMP | WRITE_X0 | NOISE
 for dtype, tol in [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)]:
     inputs = [torch.randn(3, 1001).to(dtype) for _ in range(3)]
     params = torch.rand(3, 11) * 2 - 1
     out, x0 = torch.full_like(inputs[0], float("nan")), torch.full_like(inputs[0], float("nan"))
-    _launch("cpu", inputs, params, out, x0, 77, 2**32 - 500, flags)
+    launch("cpu", inputs, params, out, x0, 77, 2**32 - 500, flags)
     ref_out, ref_x0 = step_reference(inputs, params, 77, 2**32 - 500, flags)
     torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
     torch.testing.assert_close(x0, ref_x0, rtol=tol, atol=tol)
@@ -187,3 +187,30 @@ def test_clamp_keeps_nan_and_inf_as_torch_does(kernel):
                          backend=backend)
     torch.testing.assert_close(x0.cpu(), torch.clamp(x.cpu(), -1.0, 1.0), equal_nan=True)
     torch.testing.assert_close(out.cpu(), 0.0 * x.cpu() + torch.clamp(x.cpu(), -1.0, 1.0), equal_nan=True)
+
+
+@pytest.mark.parametrize("zero", [0.0, 0, -0.0, torch.tensor(0.0), torch.tensor([0.0])], ids=repr)
+def test_zero_noise_scale_draws_nothing(kernel, zero):
+    """A scalar zero noise scale is a step without noise: nothing drawn, the generator left where it
+    is, the noise-free result (before, it drew noise, multiplied it by zero and moved the generator)."""
+    backend, device = kernel
+    x, eps = _inputs(2, 3, (5, 7), torch.float32, device, seed=6)
+    kw = dict(x0_coeffs=[1.5, -0.5], x0_weight=0.7, clamp=(-1.0, 1.0), return_x0=True)
+    for name in ("ref", backend):
+        g = mridpm.Generator(11, 40)
+        got = fused_step([x, eps], [0.9, 0.1], zero, generator=g, backend=name, **kw)
+        want = fused_step([x, eps], [0.9, 0.1], backend=name, **kw)
+        assert g.offset == 40
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+    g = mridpm.Generator(11, 40)
+    fused_step([x, eps], [0.9, 0.1], torch.zeros(3), generator=g, backend=backend)  # per sample: not read, drawn
+    assert g.offset == 40 + x.numel()
+
+
+def test_zero_noise_scale_draws_nothing_when_compiled():
+    torch._dynamo.reset()
+    x, g = torch.randn(2, 9), mridpm.Generator(4, 3)
+    compiled = torch.compile(lambda x: fused_step([x], [2.0], 0.0, generator=g), fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), fused_step([x], [2.0]))
+    assert g.offset == 3

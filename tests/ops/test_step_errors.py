@@ -71,8 +71,8 @@ class TestExtensionGuards:
 
     def call(self, **kw):
         b = (self.buf.data_ptr(), 8, 64)
-        args = dict(dtype=0, flags=0, nthreads=1, batch=8, inner=8, out=b, x0=(0, 0, 0), inputs=[b],
-                    params=(self.params.data_ptr(), 0, 16), uniform=[], seed=0, offset=0, rng=(0, 0, 0))
+        args = dict(dtype=0, flags=0, batch=8, inner=8, out=b, x0=(0, 0, 0), inputs=[b],
+                    params=(self.params.data_ptr(), 0, 16), uniform=[], seed=0, offset=0, rng=(0, 0, 0), nthreads=1)
         args.update(kw)
         _ext.extension().step_cpu(*args.values())
 

@@ -1,19 +1,20 @@
 """Softmax attention on (batch, tokens, heads, head_dim) tensors, the layout a token-major qkv
 projection produces: q, k, v may be strided views of one (batch, tokens, 3, heads, head_dim)
-tensor. Backends: "triton" (flash attention forward and backward, memory linear in the tokens,
-the CUDA default), "cpu" (torch's scaled_dot_product_attention, the CPU default and fallback)
-and "ref" (the naive math in float32, the ground truth). Registered as custom ops with autograd,
-so torch.compile keeps the Triton kernels in one graph."""
+tensor. Backends, named as for every op (mridpm.ops._backend): "ref" (the naive math in float32,
+the ground truth), "cpu" and "cuda" (torch's scaled_dot_product_attention on CPU or CUDA tensors:
+mridpm has no compiled attention of its own), "triton" (flash attention forward and backward,
+memory linear in the tokens, the CUDA default). The Triton kernels are registered as custom ops
+with autograd, so torch.compile keeps them in one graph."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from mridpm.ops._backend import get_backend, resolve, triton_available
+from mridpm.ops import _launch
+from mridpm.ops._backend import resolve
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -29,8 +30,7 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     from mridpm.kernels.triton import attention as kernels
 
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        return kernels.forward(q, k, v, scale)
+    return _launch.run_triton(kernels.forward, q.device, q, k, v, scale)
 
 
 @_attention_fwd.register_fake
@@ -43,8 +43,7 @@ def _attention_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
                    dout: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from mridpm.kernels.triton import attention as kernels
 
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        return kernels.backward(q, k, v, out, lse, dout, scale)
+    return _launch.run_triton(kernels.backward, q.device, q, k, v, out, lse, dout, scale)
 
 
 @_attention_bwd.register_fake
@@ -69,16 +68,6 @@ def _backward(ctx: object, dout: torch.Tensor, dlse: torch.Tensor) -> tuple:
 _attention_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def _resolve(backend: str | None, device: torch.device) -> str:
-    name = get_backend() if backend is None else backend
-    if name == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "cpu"
-    if name not in ("ref", "cpu", "triton"):
-        raise ValueError(f"attention backends are 'auto', 'ref', 'cpu' (scaled_dot_product_attention) and "
-                         f"'triton', got {name!r}")
-    return resolve(name, device) if name == "triton" else name  # the shared Triton availability checks
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
               backend: str | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v for (batch, tokens, heads, head_dim) tensors (k, v may have another
@@ -97,10 +86,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
     if q.shape[1] == 0 or k.shape[1] == 0:
         raise ValueError("attention needs at least one query and one key token")
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    name = _resolve(backend, q.device)
+    name = resolve(backend, q.device, op="attention")
     if name == "ref":
         return attention_reference(q, k, v, scale)
-    if name == "cpu":
+    if name in ("cpu", "cuda"):  # torch's fused kernel for the device
         out = scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale)
         return out.transpose(1, 2)
     return _attention_fwd(q, k, v, scale)[0]

@@ -12,15 +12,16 @@ The reference below is the ground truth; C++, CUDA and Triton match it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 
-from mridpm import _ext
+from mridpm.ops import _launch
 from mridpm.ops._backend import resolve
+from mridpm.ops._contract import DC_OPS, DC_SIGN
+from mridpm.ops._launch import flat_buffer
 
-_OPS = {"expand": 0, "blend": 1, "combine": 2}
+_SIZES = ("batch", "coils", "n", "h", "w", "maps_batch", "mask_batch", "mask_coils")  # csrc/bindings.cpp's order
 
 
 def sign_grid(spatial: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -82,8 +83,9 @@ def _finite(name: str, v: object) -> float:
     return float(v)
 
 
-def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float,
-            lam: float, ysign: float, sign: bool, in_place: bool = False) -> torch.Tensor:
+def _run_kernel(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float,
+                lam: float, ysign: float, sign: bool, in_place: bool = False) -> torch.Tensor:
+    """Runs one backend on checked tensors and returns the result (a itself when in_place)."""
     if name == "ref":
         out = dc_reference(op, a, b, mask, keep, lam, ysign, sign)
         return a.copy_(out) if in_place else out
@@ -107,24 +109,12 @@ def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Te
     if name == "triton":
         from mridpm.kernels.triton import dc as triton_dc
 
-        with torch.cuda.device(a.device) if a.is_cuda else contextlib.nullcontext():
-            triton_dc.run(op, a, b, mask, out, sizes, keep, lam, ysign, sign)
+        _launch.run_triton(triton_dc.run, a.device, op, a, b, mask, out, sizes, keep, lam, ysign, sign)
         return out
-
-    def pair(t: torch.Tensor | None) -> tuple[int, int]:
-        return (0, 0) if t is None else (t.data_ptr(), t.numel() * (2 if t.is_complex() else 1))
-
     roles = {"expand": (a, b, None, None), "combine": (None, b, a, None), "blend": (None, None, a, b)}
     x, maps, k, y = roles[op]
-    ext = _ext.extension()
-    assert ext is not None
-    args = ([sizes[key] for key in ("batch", "coils", "n", "h", "w", "maps_batch", "mask_batch", "mask_coils")],
-            [pair(x), pair(maps), pair(k), pair(y), pair(mask), pair(out)], [keep, lam, ysign])
-    if name == "cpu":
-        ext.dc_cpu(_OPS[op], int(sign), torch.get_num_threads(), *args)
-    else:
-        with torch.cuda.device(a.device):
-            ext.dc_cuda(_OPS[op], int(sign), *args, torch.cuda.current_stream(a.device).cuda_stream)
+    _launch.run_compiled("dc", name, a.device, DC_OPS[op], DC_SIGN if sign else 0, [sizes[key] for key in _SIZES],
+                         [flat_buffer(t) for t in (x, maps, k, y, mask, out)], [keep, lam, ysign])
     return out
 
 
@@ -132,7 +122,7 @@ def _launch(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Te
 def dc_kernel_op(op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float, lam: float,
                  ysign: float, sign: bool, backend: str) -> torch.Tensor:
     """The registered op behind the three kernels (a new tensor, never an alias of the inputs)."""
-    return _launch(backend, op, a, b, mask, keep, lam, ysign, sign)
+    return _run_kernel(backend, op, a, b, mask, keep, lam, ysign, sign)
 
 
 @dc_kernel_op.register_fake
@@ -149,7 +139,7 @@ def _run(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tenso
     if name != "ref" and torch.compiler.is_compiling():
         out = dc_kernel_op(op, a, b, mask, keep, lam, ysign, sign, name)
         return a.copy_(out) if in_place else out
-    return _launch(name, op, a, b, mask, keep, lam, ysign, sign, in_place)
+    return _run_kernel(name, op, a, b, mask, keep, lam, ysign, sign, in_place)
 
 
 def _needs_grad(*ts: torch.Tensor | None) -> bool:
@@ -163,7 +153,8 @@ def coil_expand(x: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, back
     if x.dim() < 2:
         raise ValueError(f"x must be (batch, *spatial), got shape {tuple(x.shape)}")
     _check_maps(maps, x.shape[0], None, tuple(x.shape[1:]), x.device)
-    return _run(resolve(backend, x.device, _needs_grad(x, maps)), "expand", x, maps, None, 1.0, 1.0, 1.0, sign)
+    name = resolve(backend, x.device, _needs_grad(x, maps), op="dc")
+    return _run(name, "expand", x, maps, None, 1.0, 1.0, 1.0, sign)
 
 
 def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: float = 1.0, keep: float = 1.0,
@@ -181,7 +172,8 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
     lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
     if in_place and _needs_grad(k, y):
         raise ValueError("in_place blending cannot record gradients")
-    return _run(resolve(backend, k.device, _needs_grad(k, y)), "blend", k, y, table, keep, lam, ysign, sign, in_place)
+    name = resolve(backend, k.device, _needs_grad(k, y), op="dc")
+    return _run(name, "blend", k, y, table, keep, lam, ysign, sign, in_place)
 
 
 def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, backend: str | None = None
@@ -191,4 +183,5 @@ def coil_combine(k: torch.Tensor, maps: torch.Tensor, *, sign: bool = False, bac
     if k.dim() < 3:
         raise ValueError(f"k must be (batch, coils, *spatial), got shape {tuple(k.shape)}")
     _check_maps(maps, k.shape[0], k.shape[1], tuple(k.shape[2:]), k.device)
-    return _run(resolve(backend, k.device, _needs_grad(k, maps)), "combine", k, maps, None, 1.0, 1.0, 1.0, sign)
+    name = resolve(backend, k.device, _needs_grad(k, maps), op="dc")
+    return _run(name, "combine", k, maps, None, 1.0, 1.0, 1.0, sign)

@@ -24,6 +24,29 @@ def _store(X, s, b, h, rows, rmask, offs_d, dmask, value):
 
 
 @triton.jit
+def _head(H, D: tl.constexpr, D_REAL):
+    """This program's batch, head and flat (batch, head) index (grid axis 1), and the head_dim lanes
+    padded to D with their mask."""
+    bh = tl.program_id(1)
+    offs_d = tl.arange(0, D)
+    return bh // H, bh % H, bh, offs_d, offs_d < D_REAL
+
+
+@triton.jit
+def _rows(start, BLOCK: tl.constexpr, N):
+    """Token rows start .. start + BLOCK - 1 and the mask of those below N."""
+    offs = start + tl.arange(0, BLOCK)
+    return offs, offs < N
+
+
+@triton.jit
+def _load_f32(X, sx, Y, sy, b, h, rows, rmask, offs_d, dmask):
+    """Two tiles of the same rows (k and v, or q and dO) in float32."""
+    return (_load(X, sx, b, h, rows, rmask, offs_d, dmask).to(tl.float32),
+            _load(Y, sy, b, h, rows, rmask, offs_d, dmask).to(tl.float32))
+
+
+@triton.jit
 def _row_stats(L, DELTA, bh, NQ, offs_m, mmask):
     """The forward's log-sum-exp and rowsum(dO * O) of the query rows offs_m."""
     return (tl.load(L + bh * NQ + offs_m, mask=mmask, other=0.0),
@@ -42,12 +65,8 @@ def _probs_and_ds(q, k, v, do, lse, delta, valid, scale):
 @triton.jit
 def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
                 D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr):
-    pid_m, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, D)
-    dmask = offs_d < D_REAL
-    mmask = offs_m < NQ
+    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
+    offs_m, mmask = _rows(tl.program_id(0) * BM, BM, NQ)
     q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask)
     if F32:
         q = q.to(tl.float32)
@@ -55,8 +74,7 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
     l_i = tl.zeros((BM,), tl.float32)
     acc = tl.zeros((BM, D), tl.float32)
     for start in range(0, NK, BN):
-        offs_n = start + tl.arange(0, BN)
-        nmask = offs_n < NK
+        offs_n, nmask = _rows(start, BN, NK)
         k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask)
         v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask)
         if F32:
@@ -76,21 +94,14 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
 @triton.jit
 def _bwd_kv_kernel(Q, K, V, DO, L, DELTA, DK, DV, sq, sk, sv, sdo, sdk, sdv, NQ, NK, H, scale, D_REAL,
                    D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    pid_n, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    offs_d = tl.arange(0, D)
-    dmask = offs_d < D_REAL
-    nmask = offs_n < NK
-    k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
-    v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
+    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
+    offs_n, nmask = _rows(tl.program_id(0) * BN, BN, NK)
+    k, v = _load_f32(K, sk, V, sv, b, h, offs_n, nmask, offs_d, dmask)
     dk = tl.zeros((BN, D), tl.float32)
     dv = tl.zeros((BN, D), tl.float32)
     for start in range(0, NQ, BM):
-        offs_m = start + tl.arange(0, BM)
-        mmask = offs_m < NQ
-        q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
-        do = _load(DO, sdo, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+        offs_m, mmask = _rows(start, BM, NQ)
+        q, do = _load_f32(Q, sq, DO, sdo, b, h, offs_m, mmask, offs_d, dmask)
         lse, delta = _row_stats(L, DELTA, bh, NQ, offs_m, mmask)
         p, ds = _probs_and_ds(q, k, v, do, lse, delta, mmask[:, None] & nmask[None, :], scale)
         dv += tl.dot(tl.trans(p), do, input_precision="ieee")
@@ -102,21 +113,14 @@ def _bwd_kv_kernel(Q, K, V, DO, L, DELTA, DK, DV, sq, sk, sv, sdo, sdk, sdv, NQ,
 @triton.jit
 def _bwd_q_kernel(Q, K, V, DO, L, DELTA, DQ, sq, sk, sv, sdo, sdq, NQ, NK, H, scale, D_REAL,
                   D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    pid_m, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, D)
-    dmask = offs_d < D_REAL
-    mmask = offs_m < NQ
-    q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
-    do = _load(DO, sdo, b, h, offs_m, mmask, offs_d, dmask).to(tl.float32)
+    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
+    offs_m, mmask = _rows(tl.program_id(0) * BM, BM, NQ)
+    q, do = _load_f32(Q, sq, DO, sdo, b, h, offs_m, mmask, offs_d, dmask)
     lse, delta = _row_stats(L, DELTA, bh, NQ, offs_m, mmask)
     dq = tl.zeros((BM, D), tl.float32)
     for start in range(0, NK, BN):
-        offs_n = start + tl.arange(0, BN)
-        nmask = offs_n < NK
-        k = _load(K, sk, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
-        v = _load(V, sv, b, h, offs_n, nmask, offs_d, dmask).to(tl.float32)
+        offs_n, nmask = _rows(start, BN, NK)
+        k, v = _load_f32(K, sk, V, sv, b, h, offs_n, nmask, offs_d, dmask)
         _, ds = _probs_and_ds(q, k, v, do, lse, delta, mmask[:, None] & nmask[None, :], scale)
         dq += tl.dot(ds, k, input_precision="ieee") * scale
     _store(DQ, sdq, b, h, offs_m, mmask, offs_d, dmask, dq)

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mridpm.ops import _contract
+
 _BLOCK = 1024
 _NAN = tl.PropagateNan.ALL
 
@@ -47,8 +49,9 @@ def _step_kernel(out_ptr, x0_ptr, p_ptr, ins, strides, s_out, s_x0, s_p, N, tile
 
 def step(rows: list[torch.Tensor], params: torch.Tensor, out: torch.Tensor, x0: torch.Tensor | None,
          seed: int, offset: int, flags: int, rng: torch.Tensor | None = None) -> None:
-    """Launches the kernel on (batch, inner) views with unit inner stride; flags as in ops.step; rng an
-    optional int64 (seed, base offset) tensor that replaces seed and adds to offset when the kernel runs."""
+    """Launches the kernel on (batch, inner) views with unit inner stride; flags: ops/_contract.py's step
+    flags; rng an optional int64 (seed, base offset) tensor that replaces seed and adds to offset when
+    the kernel runs."""
     batch, inner = out.shape
     tiles_per_row = triton.cdiv(inner, _BLOCK)
     x0_arg = out if x0 is None else x0
@@ -56,6 +59,7 @@ def step(rows: list[torch.Tensor], params: torch.Tensor, out: torch.Tensor, x0: 
         out, x0_arg, params, tuple(rows), tuple(r.stride(0) for r in rows),
         out.stride(0), x0_arg.stride(0), params.stride(0) if params.shape[0] > 1 else 0,
         inner, tiles_per_row, seed, offset, params if rng is None else rng,
-        K=len(rows), HAS_X0=bool(flags & 1), CLAMP=bool(flags & 2), WRITE_X0=bool(flags & 4),
-        NOISE=bool(flags & 8), RNG=rng is not None, BLOCK=_BLOCK,
+        K=len(rows), HAS_X0=bool(flags & _contract.HAS_X0), CLAMP=bool(flags & _contract.CLAMP),
+        WRITE_X0=bool(flags & _contract.WRITE_X0), NOISE=bool(flags & _contract.NOISE), RNG=rng is not None,
+        BLOCK=_BLOCK,
     )
