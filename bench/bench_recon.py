@@ -135,13 +135,15 @@ def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rep
 def graphed_sampler(method: str, model, op, y: torch.Tensor, schedule: DiscreteSchedule, steps: int):
     """The projection or DDS posterior sampler as reconstruct() runs it (no final DC: noise_std > 0),
     recorded as one CUDA graph with y as its input; None where it could not be recorded."""
-    opts = ps.Options(steps=steps, eta=1.0, clip=(-1.0, 1.0))
     shape = (y.shape[0], *y.shape[2:])
     g = Generator(0)
     sampler = ps.sample_projection if method == "projection" else ps.sample_dds
+    t0 = ps.timesteps(schedule, steps)[0]
 
     def run(y: torch.Tensor) -> torch.Tensor:
-        return sampler(model, ps.Problem(y, op, 0.01), schedule, shape, opts=opts, generator=g)[0]
+        x = ps.start(schedule, t0, shape, y, g)
+        return sampler(model, x, schedule, problem=ps.Problem(y, op, 0.01), steps=steps, eta=1.0, clip=(-1.0, 1.0),
+                       generator=g)
 
     with torch.no_grad():
         graphed = accelerate.graph(run, y, clone=False)

@@ -56,11 +56,11 @@ def test_step_reads_seed_and_offset_at_run_time(backend, dtype, seed):
     base, rel = 123_456_789_012, 1001
     state = torch.tensor([int(mridpm.Generator(seed).state[0]), base], dtype=torch.int64)
     want, got = torch.empty_like(x), torch.empty_like(x)
-    step_ops._launch(backend, [x], params, want, None, seed, base + rel, step_ops.NOISE)
-    step_ops._launch(backend, [x], params, got, None, 99, rel, step_ops.NOISE, state)  # host seed ignored
+    step_ops.launch(backend, [x], params, want, None, seed, base + rel, step_ops.NOISE)
+    step_ops.launch(backend, [x], params, got, None, 99, rel, step_ops.NOISE, state)  # host seed ignored
     assert torch.equal(got, want)
     state[1] += 1  # the value at run time counts, not at the call's construction
-    step_ops._launch(backend, [x], params, got, None, 99, rel, step_ops.NOISE, state)
+    step_ops.launch(backend, [x], params, got, None, 99, rel, step_ops.NOISE, state)
     assert not torch.equal(got, want)
 
 
@@ -272,12 +272,12 @@ class TestCudaGraphs:
         mask[..., ::2] = 1
         op = mri.Sense(maps, mask)
         y = op(torch.randn(2, 24, 20, dtype=torch.complex64, device="cuda"))
-        opts = ps.Options(steps=6, eta=1.0)
         g, ref = mridpm.Generator(3), mridpm.Generator(3)
 
         def dds(y, generator):
-            return ps.sample_dds(self.model, ps.Problem(y, op, 0.05), self.schedule, (2, 24, 20), opts=opts,
-                                 generator=generator)[0]
+            x = ps.start(self.schedule, ps.timesteps(self.schedule, 6)[0], (2, 24, 20), y, generator)
+            return ps.sample_dds(self.model, x, self.schedule, problem=ps.Problem(y, op, 0.05), steps=6, eta=1.0,
+                                 generator=generator)
 
         run = graph(lambda y: dds(y, g), y)
         assert run.captured, run.reason

@@ -83,20 +83,24 @@ def _problem(single_coil: bool = False):
     return ps.Problem(y, op, 0.05)
 
 
+DDIM = {"eta": 1.0, "clip": (-1.0, 1.0)}
 POSTERIOR = [
-    ("projection", lambda p, o: ps.sample_projection(linear_model, p, DISCRETE, (2, 8, 6), opts=o)),
-    ("pc", lambda p, o: ps.sample_projection(linear_model, p, DISCRETE, (2, 8, 6), opts=o, corrector_steps=1)),
-    ("langevin", lambda p, o: ps.sample_langevin(linear_model, p, DISCRETE, (2, 8, 6), opts=o)),
-    ("dps", lambda p, o: ps.sample_dps(linear_model, p, DISCRETE, (2, 8, 6), opts=o)),
-    ("dds", lambda p, o: ps.sample_dds(linear_model, p, DISCRETE, (2, 8, 6), opts=o)),
-    ("kspace", lambda p, o: ps.sample_kspace(linear_model, p, DISCRETE, (2, 8, 6), opts=o)),
+    ("projection", ps.sample_projection, DDIM),
+    ("pc", ps.sample_projection, {**DDIM, "corrector_steps": 1}),
+    ("langevin", ps.sample_langevin, {}),
+    ("dps", ps.sample_dps, DDIM),
+    ("dds", ps.sample_dds, DDIM),
+    ("kspace", ps.sample_kspace, {"eta": 1.0}),
 ]
 
 
-@pytest.mark.parametrize("run", [s for _, s in POSTERIOR], ids=[n for n, _ in POSTERIOR])
-def test_posterior_sampler_loop_has_no_host_synchronisation(run):
-    problem, opts = _problem(run is POSTERIOR[-1][1]), ps.Options(steps=4, eta=1.0, clip=(-1.0, 1.0))
-    x, calls = recorded(lambda: run(problem, opts))
+@pytest.mark.parametrize(("sampler", "options"), [(s, o) for _, s, o in POSTERIOR], ids=[n for n, _, _ in POSTERIOR])
+def test_posterior_sampler_loop_has_no_host_synchronisation(sampler, options):
+    problem = _problem(sampler is ps.sample_kspace)
+    model = ps.CountingModel(linear_model)
+    x_T = ps.start(DISCRETE, ps.timesteps(DISCRETE, 4)[0], (2, 8, 6), problem.y, mridpm.Generator(0))
+    x = recorded(lambda: sampler(model, x_T, DISCRETE, problem=problem, steps=4, **options))
+    calls = model.calls
     assert x.shape == (2, 8, 6) and calls >= 4
 
 
@@ -110,8 +114,10 @@ def test_dds_with_a_bundled_prior_has_no_host_synchronisation(name):
     mask[..., ::3] = 1
     op = mri.Sense(birdcage_maps(4, (64, 64)).unsqueeze(0), mask)
     problem = ps.Problem(op(torch.randn(1, 64, 64, dtype=torch.complex64)), op, 0.01)
-    opts = ps.Options(steps=2, eta=1.0, clip=tuple(prior.info["data_range"]))
+    model = ps.CountingModel(ps.ComplexDenoiser(prior.model))
+    x_T = ps.start(prior.schedule, ps.timesteps(prior.schedule, 2)[0], (1, 64, 64), problem.y, mridpm.Generator(0))
     with torch.no_grad():
-        x, calls = recorded(lambda: ps.sample_dds(ps.ComplexDenoiser(prior.model), problem, prior.schedule,
-                                                  (1, 64, 64), opts=opts, prediction=prior.prediction))
+        x = recorded(lambda: ps.sample_dds(model, x_T, prior.schedule, problem=problem, steps=2, eta=1.0,
+                                           clip=tuple(prior.info["data_range"]), prediction=prior.prediction))
+    calls = model.calls
     assert x.shape == (1, 64, 64) and calls == 2

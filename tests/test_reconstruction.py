@@ -151,7 +151,7 @@ def test_multicoil_approximate_methods(multi: Gaussian) -> None:
     """Multi-coil (2 coils, 4x), the methods that are approximate by construction: per-coil k-space
     replacement followed by the SENSE combination (projection, PC) is not the posterior update when
     coils overlap; DDS with the network's eps and DPS's unweighted x0 step neither. Their measured
-    errors are pinned so that a regression shows (the README lists them)."""
+    errors are pinned so that a regression shows (docs/reconstruction.md states the bounds)."""
     bounds = {"dps": (0.06, 0.2), "dds": (0.08, 0.3), "pc": (0.14, 0.1), "projection": (0.15, 0.15)}
     for method, (max_err, max_dev) in bounds.items():
         r = reconstruct(multi.y, multi.op, multi.model, SCHEDULE, method=method, samples=2000, noise_std=SIGMA,
@@ -189,7 +189,9 @@ def test_kspace_and_rss_keep_measured_kspace(single: Gaussian) -> None:
     x = torch.randn(1, H, W, dtype=torch.complex64)
     per = per_coil(check_problem(op.forward(x), op))
     model = ps.ComplexDenoiser(gaussian_score(torch.zeros(2 * H * W), torch.ones(2 * H * W), SCHEDULE))
-    xc, _ = ps.sample_projection(model, per, SCHEDULE, (3, H, W), opts=ps.Options(steps=10), generator=Generator(0))
+    g = Generator(0)
+    x_T = ps.start(SCHEDULE, ps.timesteps(SCHEDULE, 10)[0], (3, H, W), per.y, g)
+    xc = ps.sample_projection(model, x_T, SCHEDULE, problem=per, steps=10, generator=g)
     xc = per.project(xc, 1.0)
     assert float((per.op.forward(xc) - per.y).abs().max()) < 1e-4
     r = reconstruct(op.forward(x), op, model, SCHEDULE, method="pc-rss", samples=2, steps=10, generator=Generator(0))
@@ -209,6 +211,41 @@ def test_warm_start_starts_late_and_stays_exact(single: Gaussian) -> None:
     with pytest.raises(ValueError, match="warm-start image"):
         reconstruct(single.y, single.op, single.model, SCHEDULE, warm_start=torch.zeros(1, 3, 3,
                     dtype=torch.complex64), t_start=100)
+
+
+SAMPLERS = {  # every posterior sampler, with the options that exercise all of its step
+    "projection": (ps.sample_projection, {"corrector_steps": 1}),
+    "langevin": (ps.sample_langevin, {"langevin_steps": 2}),
+    "dps": (ps.sample_dps, {}),
+    "dds": (ps.sample_dds, {"direction": "x0"}),
+    "kspace": (ps.sample_kspace, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_posterior_samplers_report_each_step(single: Gaussian, name: str) -> None:
+    """The dpm sampler shape: x in, x out, callback({"x", "i", "t", "denoised"}) once per timestep."""
+    sampler, options = SAMPLERS[name]
+    problem = check_problem(single.y, single.op, SIGMA)
+    model = ps.CountingModel(_kspace_model(single) if name == "kspace" else single.model)
+    ts = ps.timesteps(SCHEDULE, 6)
+    g = Generator(0)
+    x = ps.start(SCHEDULE, ts[0], (1, H, W), problem.y, g)
+    seen: list[dict] = []
+    out = sampler(model, x, SCHEDULE, problem=problem, timesteps=ts, generator=g, callback=seen.append,
+                  progress=True, **options)
+    assert [s["i"] for s in seen] == list(range(len(ts))) and [s["t"] for s in seen] == ts
+    for s in seen:
+        assert set(s) == {"x", "i", "t", "denoised"}
+        assert s["x"].shape == s["denoised"].shape == x.shape and s["denoised"].is_complex()
+    last = seen[-1]["x"] + (problem.op.adjoint(problem.y) if name == "kspace" else 0)  # kspace reports x_u
+    torch.testing.assert_close(out, last, rtol=0, atol=1e-6)
+    assert model.calls == {"projection": 2 * len(ts) - 1, "langevin": 2 * len(ts)}.get(name, len(ts))
+
+
+def test_evaluations_count_every_model_call(single: Gaussian) -> None:
+    r = reconstruct(single.y, single.op, single.model, SCHEDULE, method="pc", steps=10, generator=Generator(0))
+    assert r.evaluations == 19  # 10 predictor steps, a corrector step after each but the last
 
 
 def test_tv_along_slices_smooths_the_volume() -> None:

@@ -1,6 +1,13 @@
 """DPM families: schedules, parameterizations, samplers, guidance and losses on the fused step."""
 
-from mridpm.dpm.discrete import analytic_dpm_gamma, invert_ddim, sample_analytic_dpm, sample_ddim, sample_ddpm
+from mridpm.dpm.discrete import (
+    analytic_dpm_gamma,
+    ddim_update,
+    invert_ddim,
+    sample_analytic_dpm,
+    sample_ddim,
+    sample_ddpm,
+)
 from mridpm.dpm.dpm_solver import sample_dpm_solver, sample_dpmpp, time_of_log_snr
 from mridpm.dpm.guidance import classifier_free, classifier_guidance
 from mridpm.dpm.likelihood import log_likelihood
@@ -27,6 +34,7 @@ __all__ = [
     "classifier_free",
     "classifier_guidance",
     "convert",
+    "ddim_update",
     "diffusion_loss",
     "drop_condition",
     "dsm_loss",

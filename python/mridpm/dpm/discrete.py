@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -12,6 +12,9 @@ from mridpm.dpm._common import Callback, Model, ModelRun, discrete_timesteps, st
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.ops import fused_step
 from mridpm.random import Generator
+
+Denoised = Callable[[torch.Tensor, int], torch.Tensor]  # (clean estimate x0, timestep t) -> replacement x0
+DIRECTIONS = ("model", "x0")
 
 
 def sample_ddpm(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int | None = None,
@@ -56,26 +59,56 @@ def ddim_coeffs(prediction: str, abar: float, abar_to: float, eta: float) -> tup
     return [direction * ea, direction * eb], std, param.x0_coeffs(prediction, a, s), math.sqrt(abar_to)
 
 
+def ddim_update(x: torch.Tensor, out: torch.Tensor, abar: float, abar_to: float, *, prediction: str = "eps",
+                eta: float = 0.0, generator: Generator | None = None, clip: tuple[float, float] | None = None,
+                threshold: tuple[float, float] | None = None,
+                denoised: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                direction: str = "model") -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM update of x (at abar) to abar_to given the model output: (x_to, the clean estimate x0).
+    x_to = sqrt(abar_to) x0 + d eps + std z, x0 clipped or thresholded. denoised(x0) may replace the
+    clean estimate (data consistency, CG refinement, k-space consistency); eps is the model's
+    (direction "model") or re-derived from the final x0, eps = (x - sqrt(abar) x0) / sqrt(1 - abar)
+    (direction "x0"). Without a hook and with the model's eps it is one fused step."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    coeffs, std, x0c, x0w = ddim_coeffs(prediction, abar, abar_to, eta)
+    noise = std if std > 0 else None
+    if denoised is None and direction == "model":
+        return fused_step([x, out], coeffs, noise, generator=generator, x0_coeffs=x0c, x0_weight=x0w, clamp=clip,
+                          threshold=threshold, return_x0=True)
+    x0 = fused_step([x, out], [0.0, 0.0], x0_coeffs=x0c, x0_weight=1.0, clamp=clip, threshold=threshold)
+    if denoised is not None:
+        x0 = denoised(x0)
+    if direction == "model":
+        return fused_step([x, out, x0], [*coeffs, x0w], noise, generator=generator), x0
+    a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
+    d = math.sqrt(max(1.0 - abar_to - std * std, 0.0))
+    return fused_step([x, x0], [d / s, x0w - d * a / s], noise, generator=generator), x0
+
+
 def sample_ddim(model: Model, x: torch.Tensor, schedule: DiscreteSchedule, *, steps: int = 50,
                 generator: Generator | None = None, callback: Callback | None = None, progress: bool = False,
                 prediction: str = "eps", eta: float = 0.0, clip: tuple[float, float] | None = None,
                 threshold: tuple[float, float] | None = None, spacing: str = "leading", offset: int = 0,
                 timesteps: Sequence[int] | None = None, final_alpha_one: bool = True,
-                model_kwargs: dict | None = None) -> torch.Tensor:
+                model_kwargs: dict | None = None, denoised: Denoised | None = None,
+                direction: str = "model") -> torch.Tensor:
     """DDIM (Song et al. 2021) over any decreasing step subsequence; eta = 0 is deterministic,
-    eta = 1 matches DDPM's posterior variance."""
+    eta = 1 matches DDPM's posterior variance. denoised(x0, t) may replace each step's clean
+    estimate and direction chooses the eps of the update (see ddim_update)."""
     if not math.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     param.check_prediction(prediction)
     ts = discrete_timesteps(schedule, timesteps, steps, spacing, offset)
     run = ModelRun(model, model_kwargs, discrete=True)
     final = 1.0 if final_alpha_one else schedule.alpha_bar(0)
     for i, t in steps_of(ts, progress, "ddim"):
         abar_to = schedule.alpha_bar(ts[i + 1]) if i + 1 < len(ts) else final
-        coeffs, std, x0c, x0w = ddim_coeffs(prediction, schedule.alpha_bar(t), abar_to, eta)
-        out = run(x, t)
-        x, x0 = fused_step([x, out], coeffs, std if std > 0 else None, generator=generator, x0_coeffs=x0c,
-                           x0_weight=x0w, clamp=clip, threshold=threshold, return_x0=True)
+        hook = None if denoised is None else lambda x0, t=t: denoised(x0, t)  # type: ignore[misc]
+        x, x0 = ddim_update(x, run(x, t), schedule.alpha_bar(t), abar_to, prediction=prediction, eta=eta,
+                            generator=generator, clip=clip, threshold=threshold, denoised=hook, direction=direction)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "denoised": x0})
     return run.finish(x)

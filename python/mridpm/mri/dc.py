@@ -7,9 +7,8 @@ import math
 
 import torch
 
-from mridpm.mri import fft as _fft
+from mridpm.mri import consistency
 from mridpm.mri.operators import LinearOperator, Sense, SingleCoil
-from mridpm.ops import dc as dc_ops
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -45,45 +44,15 @@ def project(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float
         raise ValueError("projection needs a sampling mask on the operator")
     if not op.mask.binary:
         raise ValueError("projection needs a 0/1 mask (weights are for the gradient and CG)")
-    return _blended(x, y, op, lam, 1.0)
+    return consistency.project(x, y, op, lam)
 
 
 def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.Tensor:
     """A^H (y - A x): the direction that increases the Gaussian log-likelihood of y (times sigma^2)."""
     _check_measurements(op, x, y)
     if op.mask is not None and op.mask.binary:
-        return _blended(x, y, op, 1.0, 0.0)  # M (y - M k) = M (y - k) for 0/1 masks
+        return consistency.gradient(x, y, op)  # M (y - M k) = M (y - k) for 0/1 masks
     return op.adjoint(y - op.forward(x))
-
-
-def _blended(x: torch.Tensor, y: torch.Tensor | None, op: Sense | SingleCoil, lam: float, keep: float,
-             y_scale: float = 1.0) -> torch.Tensor:
-    """S^H F^H [keep k + lam M (y_scale y - k)] with k = F S x, from the fused kernels: expand, FFT, blend,
-    inverse FFT, combine. Even sizes fold the FFT shifts into the kernels as checkerboard signs.
-    y None stands for zero k-space (the normal operator: keep = 0, lam = -1 gives M k). The
-    callers guarantee a mask on the operator."""
-    multi = isinstance(op, Sense)
-    ndim = op.ndim
-    spatial = tuple(x.shape[-ndim:])
-    maps = op.maps if multi else torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
-    y_coils = y.unsqueeze(1) if y is not None and not multi else y  # single coil: one coil dimension
-    mask = op.mask.mask  # type: ignore[union-attr]
-    if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
-        k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
-        k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_scale * y_coils) - k)
-        return (maps.conj() * _fft.ifftnc(k, ndim)).sum(1)
-    even = all(n % 2 == 0 for n in spatial)
-    ysign = 0.0 if y is None else y_scale
-    if even:  # unshifted FFTs; the shifts become the kernels' signs (and a constant on y)
-        dims = tuple(range(-ndim, 0))
-        k = torch.fft.fftn(dc_ops.coil_expand(x, maps, sign=True), dim=dims, norm="ortho")
-        ysign *= _fft.checkerboard_constant(spatial)
-    else:
-        k = _fft.fftnc(dc_ops.coil_expand(x, maps), ndim)
-    k = dc_ops.kspace_blend(k, k if y_coils is None else y_coils, mask, lam=lam, keep=keep, ysign=ysign, sign=even,
-                            in_place=True)
-    u = torch.fft.ifftn(k, dim=dims, norm="ortho") if even else _fft.ifftnc(k, ndim)
-    return dc_ops.coil_combine(u, maps, sign=even)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

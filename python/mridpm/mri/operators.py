@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from mridpm.mri import consistency
 from mridpm.mri import fft as _fft
+from mridpm.ops import dc as dc_ops
 
 
 class LinearOperator:
@@ -52,11 +54,15 @@ class LinearOperator:
         return Compose(self, other)
 
 
-class Adjoint(LinearOperator):
+class _Derived(LinearOperator):
+    """An operator made from another one (its adjoint, its normal)."""
+
     def __init__(self, op: LinearOperator) -> None:
         self.op = op
         self._freeze()
 
+
+class Adjoint(_Derived):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op.adjoint(x)
 
@@ -68,12 +74,8 @@ class Adjoint(LinearOperator):
         return self.op
 
 
-class Normal(LinearOperator):
+class Normal(_Derived):
     """A^H A, through the operator's own (possibly fused) normal."""
-
-    def __init__(self, op: LinearOperator) -> None:
-        self.op = op
-        self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op.normal(x)
@@ -267,11 +269,7 @@ class Sense(LinearOperator):
             return super().normal(x)
         self.coil._check_image(x)
         if self._lines is not None:  # 1D FFTs along the lines only, no shifts: half the FFT work
-            from mridpm.ops import dc as dc_ops
-
             k = torch.fft.fft(dc_ops.coil_expand(x, self.maps), dim=-1, norm="ortho")
             k *= self._lines.to(k.device)
             return dc_ops.coil_combine(torch.fft.ifft(k, dim=-1, norm="ortho"), self.maps)
-        from mridpm.mri.dc import _blended
-
-        return _blended(x, None, self, -1.0, 0.0)
+        return consistency.normal(x, self)

@@ -3,19 +3,16 @@ level and running DDIM from there, with or without conditions and an x0 correcti
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
 
 import torch
 
-from mridpm.dpm.discrete import ddim_coeffs
+from mridpm.dpm._common import ModelRun
+from mridpm.dpm.discrete import Denoised, ddim_update, sample_ddim
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.nets.priors import Prior, load_prior
 from mridpm.ops import fused_step, randn
 from mridpm.random import Generator
-
-Correction = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def as_prior(prior: Prior | str | os.PathLike, device: str | torch.device | None = None) -> Prior:
@@ -71,65 +68,45 @@ def noise_to(prior: Prior, x0: torch.Tensor, t: int, noise: torch.Tensor | None 
     return fused_step([x0, noise.to(x0.dtype)], [a, s])
 
 
-def ddim_step(prior: Prior, x: torch.Tensor, t: int, t_to: int, *, eta: float = 0.0,
-              generator: Generator | None = None, correct: Correction | None = None,
-              **model_kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM step from timestep t to t_to (-1: the clean end): (x_to, the step's x0), x0 clipped to
-    the prior's data range and replaced by correct(x0, t) when given (data consistency)."""
+def data_range(prior: Prior) -> tuple[float, float]:
+    """The (low, high) range of the prior's training data, what every clean estimate is clipped to."""
     lo, hi = prior.info.get("data_range", [-1.0, 1.0])
-    abar, abar_to = prior.schedule.alpha_bar(t), prior.schedule.alpha_bar(t_to)
-    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    with torch.no_grad():
-        out = prior.model(x, tt, **model_kwargs).to(x.dtype)
-    _, std, x0c, _ = ddim_coeffs(prior.prediction, abar, abar_to, eta)
-    x0 = fused_step([x, out], list(x0c)).clamp_(lo, hi)
-    if correct is not None:
-        x0 = correct(x0, t)
-    a, s = math.sqrt(abar), math.sqrt(1 - abar)
-    direction = math.sqrt(max(1 - abar_to - std * std, 0.0))
-    # x_to = sqrt(abar_to) x0 + direction eps + std z, with eps = (x - a x0) / s
-    x_to = fused_step([x0, x], [math.sqrt(abar_to) - direction * a / s, direction / s], std if std > 0 else None,
-                      generator=generator)
-    return x_to, x0
+    return float(lo), float(hi)
+
+
+def ddim_step(prior: Prior, x: torch.Tensor, t: int, t_to: int, *, eta: float = 0.0,
+              generator: Generator | None = None, correct: Denoised | None = None,
+              **model_kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step from timestep t to t_to (-1: the clean end) with the prior's model: (x_to, the
+    step's x0), x0 clipped to the prior's data range and replaced by correct(x0, t) when given, the
+    update's eps re-derived from that x0 (dpm.ddim_update, direction "x0")."""
+    out = ModelRun(prior.model, model_kwargs, discrete=True)(x, t)
+    hook = None if correct is None else lambda x0: correct(x0, t)
+    return ddim_update(x, out, prior.schedule.alpha_bar(t), prior.schedule.alpha_bar(t_to),
+                       prediction=prior.prediction, eta=eta, generator=generator, clip=data_range(prior),
+                       denoised=hook, direction="x0")
 
 
 def ddim(prior: Prior, x: torch.Tensor, timesteps: list[int], *, generator: Generator | None = None,
-         eta: float = 0.0, correct: Correction | None = None, progress: bool = False, **model_kwargs: torch.Tensor
+         eta: float = 0.0, correct: Denoised | None = None, progress: bool = False, **model_kwargs: torch.Tensor
          ) -> torch.Tensor:
-    """DDIM from x at timesteps[0] down to a clean sample (see ddim_step)."""
-    from tqdm.auto import tqdm
-
-    for i, t in enumerate(tqdm(timesteps, desc="ddim", disable=not progress, leave=False)):
-        t_to = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        x, _ = ddim_step(prior, x, t, t_to, eta=eta, generator=generator, correct=correct, **model_kwargs)
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("the model returned NaN or Inf during sampling")
-    return x
+    """DDIM from x at timesteps[0] down to a clean sample with the prior's model (see ddim_step): the
+    prior's card given to dpm.sample_ddim."""
+    return sample_ddim(prior.model, x, prior.schedule, timesteps=timesteps, generator=generator, progress=progress,
+                       prediction=prior.prediction, eta=eta, clip=data_range(prior), model_kwargs=model_kwargs,
+                       denoised=correct, direction="x0")
 
 
 def to_unit(x: torch.Tensor, prior: Prior) -> torch.Tensor:
     """Model range ([-1, 1]) -> image range [0, 1]."""
-    lo, hi = prior.info.get("data_range", [-1.0, 1.0])
+    lo, hi = data_range(prior)
     return (x - lo) / (hi - lo)
 
 
 def from_unit(x: torch.Tensor, prior: Prior) -> torch.Tensor:
-    lo, hi = prior.info.get("data_range", [-1.0, 1.0])
+    """Image range [0, 1] -> model range."""
+    lo, hi = data_range(prior)
     return x * (hi - lo) + lo
-
-
-def conditional_samples(prior: Prior, cond: torch.Tensor, samples: int, *, steps: int = 50, seed: int = 0,
-                        progress: bool = False) -> torch.Tensor:
-    """`samples` draws (samples, N, C, *spatial) of the prior's output given image conditions cond
-    (N, C', *spatial), in the model's range, all in one batch."""
-    from mridpm.tasks.generation import generate
-
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    n = cond.shape[0]
-    x = generate(prior, n * samples, shape=tuple(cond.shape[2:]), cond=cond.repeat(samples, *[1] * (cond.dim() - 1)),
-                 steps=steps, seed=seed, progress=progress)
-    return x.reshape(samples, n, *x.shape[1:])
 
 
 def check_unit_images(x: object, name: str = "images", dims: int = 2) -> torch.Tensor:

@@ -38,6 +38,7 @@ def _noise(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor | None:
     return simplex_noise(shape, generator=torch.Generator().manual_seed(seed))
 
 
+@torch.no_grad()
 def detect(prior: Prior | str | os.PathLike, images: torch.Tensor, *, t: int = 400, steps: int = 25,
            noise: str = "simplex", samples: int = 1, threshold: float | None = None, one_step: bool = False,
            seed: int = 0, progress: bool = False) -> Anomalies:

@@ -18,13 +18,14 @@ from mridpm.random import Generator
 from mridpm.tasks._common import as_prior, check_images, ddim, image_shape
 
 
+@torch.no_grad()
 def generate(prior: Prior | str | os.PathLike, n: int = 1, *, shape: tuple[int, ...] | None = None, steps: int = 50,
              eta: float = 0.0, seed: int = 0, cond: torch.Tensor | None = None, context: torch.Tensor | None = None,
              guidance_scale: float | None = None, progress: bool = False) -> torch.Tensor:
     """n samples (n, C, *shape) in the prior's data range by DDIM, 2D or 3D as the prior's UNet is;
     cond (n, C', *shape) concatenated and context (n, [tokens,] dim) cross-attended, each one per
     sample; guidance_scale mixes in the unconditional output (conditions 0) for models trained with
-    condition dropout (classifier-free guidance)."""
+    condition dropout (classifier-free guidance). Runs without autograd (inference)."""
     p = as_prior(prior)
     cfg = p.model.config
     if not isinstance(n, int) or n < 1:
@@ -56,6 +57,18 @@ def generate(prior: Prior | str | os.PathLike, n: int = 1, *, shape: tuple[int, 
     ts = p.schedule.timesteps(steps, "trailing")
     return ddim(p, x, ts, generator=gen, eta=eta, progress=progress,
                 **{k: v.to(device) for k, v in conditions.items()})
+
+
+def conditional_samples(prior: Prior, cond: torch.Tensor, samples: int, *, steps: int = 50, seed: int = 0,
+                        progress: bool = False) -> torch.Tensor:
+    """`samples` draws (samples, N, C, *spatial) of the prior's output given image conditions cond
+    (N, C', *spatial), in the model's range, all in one batch (translation, segmentation)."""
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    n = cond.shape[0]
+    x = generate(prior, n * samples, shape=tuple(cond.shape[2:]), cond=cond.repeat(samples, *[1] * (cond.dim() - 1)),
+                 steps=steps, seed=seed, progress=progress)
+    return x.reshape(samples, n, *x.shape[1:])
 
 
 def synthesize(prior: Prior | str | os.PathLike, labels: torch.Tensor, **options: object) -> torch.Tensor:

@@ -66,6 +66,7 @@ def estimate_shifts(kspace: torch.Tensor, image: torch.Tensor, shots: int, max_s
     return out
 
 
+@torch.no_grad()
 def correct_motion(prior: Prior | str | os.PathLike, kspace: torch.Tensor, shots: int, *, steps: int = 25,
                    rounds: int = 2, min_shift: float = 0.75, undo: bool = False, seed: int = 0,
                    progress: bool = False) -> MotionCorrection:

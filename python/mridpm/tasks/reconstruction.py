@@ -168,29 +168,33 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
             problem = ps.Problem(problem.y / scales[:, None, None], problem.op, problem.noise_std)
     init = _warm_start(problem, warm_start)
     problem = _repeat(problem, samples)
+    if init is not None and t_start is None:
+        raise ValueError("a warm start (init) needs t_start, the timestep to start from")
+    ts = ps.timesteps(schedule, steps or DEFAULT_STEPS[method], t_start)
     shape = (problem.y.shape[0], *problem.y.shape[-op.ndim:])
-    opts = ps.Options(steps=steps or DEFAULT_STEPS[method], eta=1.0 if eta is None else eta, clip=clip,
-                      init=None if init is None else init.repeat((samples,) + (1,) * (init.dim() - 1)),
-                      t_start=t_start, model_kwargs=model_kwargs, progress=progress)
-    common = {"opts": opts, "generator": generator, "prediction": prediction}
+    counted = ps.CountingModel(model)
+    common: dict[str, Any] = {"problem": problem, "timesteps": ts, "generator": generator, "progress": progress,
+                              "prediction": prediction, "model_kwargs": model_kwargs}
+    ddim = {"eta": 1.0 if eta is None else eta, "clip": clip}
     with torch.no_grad():  # the fused DC kernels record no gradients; DPS turns them on for its own step
+        x = ps.start(schedule, ts[0], shape, problem.y, generator,
+                     None if init is None else init.repeat((samples,) + (1,) * (init.dim() - 1)))
         if method in ("projection", "pc", "pc-rss"):
-            corrector = options.pop("corrector_steps", 0 if method == "projection" else 1)
-            x, calls = ps.sample_projection(model, problem, schedule, shape, corrector_steps=corrector, **common,
-                                            **options)
+            options.setdefault("corrector_steps", 0 if method == "projection" else 1)
+            x = ps.sample_projection(counted, x, schedule, **common, **ddim, **options)
         elif method == "langevin":
-            x, calls = ps.sample_langevin(model, problem, schedule, shape, **common, **options)
+            x = ps.sample_langevin(counted, x, schedule, **common, **options)
         elif method == "dps":
-            x, calls = ps.sample_dps(model, problem, schedule, shape, **common, **options)
-        elif method == "kspace":
-            x, calls = ps.sample_kspace(model, problem, schedule, shape, **common, **options)
+            x = ps.sample_dps(counted, x, schedule, **common, **ddim, **options)
+        elif method == "kspace":  # x0 of the unmeasured k-space is not clipped to the image range
+            x = ps.sample_kspace(counted, x, schedule, **common, eta=ddim["eta"], **options)
         else:
             solve = None
             if method == "tv3d":
                 rho, tv = float(options.pop("rho", 0.5)), float(options.pop("tv", 0.01))
                 solve = tv_admm(problem, y.shape[0], rho, tv, options.pop("cg_iters", 5), options.pop("gamma", None),
                                 options.pop("admm_iters", 2))
-            x, calls = ps.sample_dds(model, problem, schedule, shape, solve=solve, **common, **options)
+            x = ps.sample_dds(counted, x, schedule, solve=solve, **common, **ddim, **options)
     if final_dc if final_dc is not None else noise_std == 0.0:
         x = problem.consistent(x)
     x = x.reshape(samples, -1, *x.shape[1:])
@@ -199,7 +203,7 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
     if method == "pc-rss":
         x = rss(x.reshape(samples, y.shape[0], y.shape[1], *x.shape[2:]), dim=2)
     std = x.std(dim=0) if samples > 1 else torch.zeros(x.shape[1:], dtype=x.real.dtype, device=x.device)
-    return Reconstruction(x.mean(dim=0), std, x, calls, time.perf_counter() - tic)
+    return Reconstruction(x.mean(dim=0), std, x, counted.calls, time.perf_counter() - tic)
 
 
 def estimate_scale(y: torch.Tensor, op: Sense | SingleCoil) -> float:

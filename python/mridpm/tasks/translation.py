@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from mridpm.nets.priors import Prior
-from mridpm.tasks._common import as_prior, check_unit_images, conditional_samples, from_unit, to_unit
+from mridpm.tasks._common import as_prior, check_unit_images, from_unit, to_unit
+from mridpm.tasks.generation import conditional_samples
 
 
 @dataclass
