@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from mridpm import cli
+from mridpm.data.simulation import simulated_slices
+from mridpm.mri.masks import line_mask
 from mridpm.nets import priors
-from mridpm.tasks import recon_pipeline as rp
+from mridpm.random import Generator
+from mridpm.tasks import recon_file as rf
+from mridpm.tasks.recon_evaluation import evaluate
+from mridpm.tasks.recon_figures import center_crop, demo
 
 pytest.importorskip("h5py")
 pytest.importorskip("nilearn")
@@ -25,7 +30,7 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, torch.Tensor,
     its true coil maps and its images."""
     from mridpm.data.fastmri import write_fastmri
 
-    x, maps, k, _ = rp.simulated_slices([60, 68, 76], (64, 64), 8, 0.002, seed=3)
+    x, maps, k, _ = simulated_slices([60, 68, 76], (64, 64), 8, 0.002, seed=3)
     path = tmp_path_factory.mktemp("vol") / "brain.h5"
     write_fastmri(path, k, target=x.abs())
     return str(path), maps.expand(3, -1, -1, -1), x
@@ -67,9 +72,9 @@ def test_reconstruct_file_writes_every_output(volume, tmp_path, capsys) -> None:
 def test_interrupted_run_resumes_without_recomputing(volume, tmp_path, monkeypatch) -> None:
     path, maps, _ = volume
     kwargs = {"method": "dds", "accel": 4, "steps": 6, "samples": 2, "maps": maps, "progress": False}
-    whole = _read(rp.reconstruct_file(path, tmp_path / "whole.h5", **kwargs)["hdf5"])
+    whole = _read(rf.reconstruct_file(path, tmp_path / "whole.h5", **kwargs)["hdf5"])
 
-    real, calls = rp.reconstruct_prior, []
+    real, calls = rf.reconstruct_prior, []
 
     def failing(*args, **kw):
         if len(calls) == 2:
@@ -77,21 +82,21 @@ def test_interrupted_run_resumes_without_recomputing(volume, tmp_path, monkeypat
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(rp, "reconstruct_prior", failing)
+    monkeypatch.setattr(rf, "reconstruct_prior", failing)
     with pytest.raises(KeyboardInterrupt):
-        rp.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)
+        rf.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)
     assert sorted(p.name for p in (tmp_path / "cut.h5.parts").glob("slice-*")) == ["slice-0000.safetensors",
                                                                                      "slice-0001.safetensors"]
     calls.clear()
-    monkeypatch.setattr(rp, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
-    resumed = _read(rp.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)["hdf5"])
+    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    resumed = _read(rf.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)["hdf5"])
     assert len(calls) == 1  # only the unfinished slice
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="other settings"):
         (tmp_path / "again.h5.parts").mkdir()
         (tmp_path / "again.h5.parts" / "settings.json").write_text(json.dumps({"method": "pc"}))
-        rp.reconstruct_file(path, tmp_path / "again.h5", **kwargs)
+        rf.reconstruct_file(path, tmp_path / "again.h5", **kwargs)
 
 
 def test_noiseless_file_reconstruction_is_data_consistent(tmp_path) -> None:
@@ -100,16 +105,16 @@ def test_noiseless_file_reconstruction_is_data_consistent(tmp_path) -> None:
     from mridpm.mri.operators import Sense
     from mridpm.tasks.reconstruction import reconstruct_prior
 
-    _, maps, k, _ = rp.simulated_slices([64], (64, 64), 8, 0.0, seed=5)
-    mask = rp.line_mask(64, 4)
+    _, maps, k, _ = simulated_slices([64], (64, 64), 8, 0.0, seed=5)
+    mask = line_mask(64, 4)
     y = k * mask
     write_fastmri(tmp_path / "one.h5", y, mask=mask)
-    out = rp.reconstruct_file(tmp_path / "one.h5", tmp_path / "dc.h5", method="dds", steps=6, samples=1,
+    out = rf.reconstruct_file(tmp_path / "one.h5", tmp_path / "dc.h5", method="dds", steps=6, samples=1,
                               noise_std=0.0, maps=maps, progress=False)
     recon = _read(out["hdf5"])["reconstruction"]
     op = Sense(maps, mask)
     r = reconstruct_prior(y, op, priors.load_prior("brain64c"), method="dds", steps=6, noise_std=0.0,
-                          generator=rp.Generator(0))
+                          generator=Generator(0))
     assert float((op.forward(r.mean) - y).abs().max()) < 1e-4 * float(y.abs().max())
     torch.testing.assert_close(r.mean.abs(), recon, rtol=1e-5, atol=1e-5 * float(recon.max()))
 
@@ -156,9 +161,9 @@ def test_bad_inputs_give_clear_errors(volume, tmp_path, capsys) -> None:
 
 def test_warm_start_from_the_command_line(volume, tmp_path, monkeypatch) -> None:
     path, maps, _ = volume
-    real, evals = rp.reconstruct_prior, []
-    monkeypatch.setattr(rp, "reconstruct_prior", lambda *a, **kw: (r := real(*a, **kw), evals.append(r.evaluations))[0])
-    out = rp.reconstruct_file(path, tmp_path / "warm.h5", accel=4, samples=1, maps=maps, warm_start="cg",
+    real, evals = rf.reconstruct_prior, []
+    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: (r := real(*a, **kw), evals.append(r.evaluations))[0])
+    out = rf.reconstruct_file(path, tmp_path / "warm.h5", accel=4, samples=1, maps=maps, warm_start="cg",
                               t_start=300, progress=False)["hdf5"]
     assert evals == [16, 16, 16]  # DDS, 50 leading steps: timesteps 300, 280, ..., 0
     import h5py
@@ -169,7 +174,7 @@ def test_warm_start_from_the_command_line(volume, tmp_path, monkeypatch) -> None
 
 def test_volume_with_tv_along_slices(volume, tmp_path) -> None:
     path, maps, x = volume
-    out = rp.reconstruct_file(path, tmp_path / "tv.h5", method="tv3d", accel=4, samples=2, steps=10, maps=maps,
+    out = rf.reconstruct_file(path, tmp_path / "tv.h5", method="tv3d", accel=4, samples=2, steps=10, maps=maps,
                               progress=False)["hdf5"]
     data = _read(out)
     assert data["reconstruction"].shape == (3, 64, 64) and float(data["uncertainty"].max()) > 0
@@ -192,9 +197,9 @@ def test_evaluate_and_demo(tmp_path, capsys) -> None:
     assert by["dds"]["psnr"] > by["zero-filled"]["psnr"]
     for method in ("kspace", "tv3d"):
         with pytest.raises(ValueError, match="cannot run"):
-            rp.evaluate((8,), (method,))
+            evaluate((8,), (method,))
     png = tmp_path / "demo.png"
-    rows = rp.demo(png, slices=1, samples=2, progress=False)
+    rows = demo(png, slices=1, samples=2, progress=False)
     assert png.stat().st_size > 0 and [r["method"] for r in rows][-1] == "dds"
 
 
@@ -204,8 +209,29 @@ def test_figure_crops_to_a_smaller_target(tmp_path) -> None:
 
     torch.manual_seed(0)
     vols = {k: torch.rand(3, 20, 12) for k in ("mean", "std", "zero_filled", "cg")}
-    target = rp.center_crop(vols["mean"], (8, 8)).clone()
+    target = center_crop(vols["mean"], (8, 8)).clone()
     assert torch.equal(target, vols["mean"][:, 6:14, 2:10])
-    written = rp._write_outputs(tmp_path / "r.h5", vols, target, {"method": "dds"})
+    written = rf._write_outputs(tmp_path / "r.h5", vols, target, {"method": "dds"})
     with Image.open(written["png"]) as im:
         assert im.size[0] == 5 * (8 * 3 + 6) + 6  # five 8-wide panels (scaled 3x, padded 6)
+
+
+def test_file_reconstruction_runs_cg_sense_once_per_slice(volume, tmp_path, monkeypatch) -> None:
+    """The CG-SENSE image that sets the prior's scale is the one written as the baseline: one run per slice."""
+    import sys
+
+    from mridpm.mri import classical
+
+    real, calls = classical.cg_sense, []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("mridpm") and m is not None]:
+        if getattr(module, "cg_sense", None) is real:
+            monkeypatch.setattr(module, "cg_sense", counting)
+    path, maps, _ = volume
+    out = rf.reconstruct_file(path, tmp_path / "once.h5", accel=4, steps=6, samples=1, maps=maps, progress=False)
+    assert len(calls) == 3  # three slices
+    assert _read(out["hdf5"])["cg_sense"].shape == (3, 64, 64)

@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
         run(args)
     if args.command == "reconstruct":
-        from mridpm.tasks.recon_pipeline import reconstruct_file
+        from mridpm.tasks.recon_file import reconstruct_file
 
         written = reconstruct_file(args.input, args.out, method=args.method, accel=args.accel, center=args.center,
                                    samples=args.samples, steps=args.steps, seed=args.seed, prior=args.prior,
@@ -95,19 +95,21 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote {kind}: {path}")
 
     if args.command in ("evaluate", "demo"):
-        from mridpm.tasks import recon_pipeline as rp
+        from mridpm.tables import markdown_table
+        from mridpm.tasks.recon_evaluation import TABLE_COLUMNS, TABLE_FORMATS, evaluate
+        from mridpm.tasks.recon_figures import demo
 
         if args.command == "demo":
-            rows = rp.demo(args.out, slices=args.slices, samples=args.samples, seed=args.seed)
+            rows = demo(args.out, slices=args.slices, samples=args.samples, seed=args.seed)
             print(f"wrote {args.out}")
         else:
-            rows = rp.evaluate(tuple(float(a) for a in args.accels.split(",")), tuple(args.methods.split(",")),
-                               prior=args.prior, samples=args.samples, slices=args.slices, seed=args.seed)
+            rows = evaluate(tuple(float(a) for a in args.accels.split(",")), tuple(args.methods.split(",")),
+                            prior=args.prior, samples=args.samples, slices=args.slices, seed=args.seed)
             if args.json:
                 from pathlib import Path
 
                 Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        print(rp.format_rows(rows))
+        print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
 
     if args.command == "sample":
         import torch

@@ -132,3 +132,24 @@ def test_dart_throwing_kernel_guards():
         ext.poisson_disc(2, 2, (r.ctypes.data, 4), (o.ctypes.data, 4), (out.ctypes.data, 4))
     with pytest.raises(ValueError, match="smaller than the extent"):
         ext.poisson_disc(3, 2, (r.ctypes.data, 4), (o.ctypes.data, 4), (out.ctypes.data, 4))
+
+
+def test_line_masks_for_reconstruction():
+    """line_mask: fastMRI's random lines at its center fractions; acs_lines counts the center block;
+    file_mask prefers a requested acceleration, then the file's mask, then its sampled columns."""
+    for accel, center in ((4, 0.08), (8, 0.04)):
+        assert masks.default_center(accel) == center
+        m = masks.line_mask(320, accel, seed=3)
+        assert m.shape == (1, 1, 1, 320)
+        ref, low = masks.RandomMaskFunc([center], [accel], seed=3)((1, 320, 1))
+        assert torch.equal(m.reshape(-1), ref.reshape(-1)) and masks.acs_lines(m) >= low
+    assert masks.acs_lines(torch.tensor([1.0, 0, 0, 1, 1, 1, 0, 1])) == 3  # lines 3..5 around the center 4
+    k = torch.zeros(2, 8, 16, dtype=torch.complex64)
+    k[..., ::2] = 1
+    stored = torch.zeros(16)
+    stored[4:12] = 1
+    assert torch.equal(masks.file_mask(k, None, 4, None, 0), masks.line_mask(16, 4))
+    assert torch.equal(masks.file_mask(k, stored, None, None, 0).reshape(-1), stored)
+    assert torch.equal(masks.file_mask(k, None, None, None, 0).reshape(-1), (k[0, 0] != 0).float())
+    with pytest.raises(ValueError, match="fully sampled"):
+        masks.file_mask(torch.ones(1, 4, 16, dtype=torch.complex64), None, None, None, 0)

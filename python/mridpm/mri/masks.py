@@ -1,7 +1,8 @@
 """Undersampling masks. The fastMRI classes draw exactly what fastMRI's own draw for a seed (same
 NumPy RandomState calls in the same order, same line counts and center placement); the others
 (variable-density Gaussian 1D, uniform random 2D, Poisson-disc 2D) hit their acceleration exactly.
-Masks are float32 0/1 tensors; `acceleration` reports what a mask really achieves."""
+Masks are float32 0/1 tensors; `acceleration` reports what a mask really achieves; `line_mask` and
+`file_mask` give the (1, 1, 1, W) line masks the reconstruction of files and the evaluation apply."""
 
 from __future__ import annotations
 
@@ -227,3 +228,48 @@ def acceleration(mask: torch.Tensor, shape: Sequence[int] | None = None) -> floa
     if sampled == 0:
         raise ValueError("the mask samples nothing")
     return m.numel() / sampled
+
+
+def default_center(accel: float) -> float:
+    """fastMRI's center fractions: 8% at 4x, 4% at 8x."""
+    return 0.08 if accel <= 4 else 0.04
+
+
+def line_mask(width: int, accel: float, center: float | None = None, seed: int = 0) -> torch.Tensor:
+    """A fastMRI 1D random line mask (1, 1, 1, width), center fraction default_center(accel) unless given."""
+    mask, _ = RandomMaskFunc([default_center(accel) if center is None else center], [accel], seed=seed)(
+        (1, width, 1))
+    return mask.reshape(1, 1, 1, width)
+
+
+def acs_lines(mask: torch.Tensor) -> int:
+    """The number of contiguous sampled lines around the center of a (..., W) line mask: the
+    autocalibration region ESPIRiT can use."""
+    m = mask.reshape(-1).bool().tolist()
+    c = len(m) // 2
+    lo = hi = c
+    while lo - 1 >= 0 and m[lo - 1]:
+        lo -= 1
+    while hi < len(m) and m[hi]:
+        hi += 1
+    return hi - lo
+
+
+def file_mask(kspace: torch.Tensor, stored: torch.Tensor | None, accel: float | None, center: float | None,
+              seed: int) -> torch.Tensor:
+    """The (1, 1, 1, W) line mask to apply to a file's k-space (..., W): made for accel, else the
+    file's own, else its sampled columns."""
+    width = kspace.shape[-1]
+    if accel is not None:
+        return line_mask(width, accel, center, seed)
+    if stored is not None:
+        m = stored.reshape(-1)
+        if m.numel() != width:
+            raise ValueError(f"the file's mask has width {m.numel()} but its k-space {width}")
+        if not bool((m != 0).any()):
+            raise ValueError("the file's mask samples no k-space line")
+        return (m != 0).float().reshape(1, 1, 1, width)
+    sampled = (kspace.abs().reshape(-1, width).sum(0) > 0).float()
+    if bool(sampled.all()):
+        raise ValueError("the k-space is fully sampled and the file has no mask: give --accel to undersample it")
+    return sampled.reshape(1, 1, 1, width)

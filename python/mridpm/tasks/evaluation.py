@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from mridpm.mri.metrics import psnr, ssim_batch
+from mridpm.tables import markdown_table
 
 # slices outside brain64's training range z = 50..119 (denoising, super-resolution); anomaly detection
 # takes those above it, each twice with different lesions: the low ones show anatomy (cerebellum,
@@ -192,17 +193,10 @@ def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int |
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table per task."""
+    """A Markdown table per task, titled with the task and its number of held-out slices."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         part = [r for r in rows if r["task"] == task]
         keys = [k for k in dict.fromkeys(k for r in part for k in r) if k not in ("task", "slices")]
-        out.append(f"{task} ({part[0]['slices']} held-out slices)")
-        out.append("| " + " | ".join(keys) + " |")
-        out.append("|" + "---|" * len(keys))
-        for r in part:
-            cells = [r.get(k) for k in keys]
-            out.append("| " + " | ".join("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-                                         for v in cells) + " |")
-        out.append("")
+        out += [f"{task} ({part[0]['slices']} held-out slices)", markdown_table(part, keys), ""]
     return "\n".join(out)
