@@ -63,18 +63,24 @@ DDIM_TURNS = [{"eta": 0.0}, {"eta": 0.5, "set_alpha_to_one": False}, {"eta": 1.0
               {"rescale_betas_zero_snr": True, "eta": 0.2}]
 
 
-def _ddim_cases(beta: str) -> list:
+def _discrete_cases(ours: type, peer: type, beta: str, turns: list[dict], step_keys: tuple[str, ...] = ()) -> list:
+    """DDIM/DDPM configs: the beta schedule x spacing x prediction x limits x steps, options taking turns."""
     cases = []
     axes = itertools.product(SPACINGS, PREDICTIONS, LIMITS, STEPS)
     for k, (spacing, prediction, limit, steps) in enumerate(axes):
-        turn = dict(_turns(DDIM_TURNS, k))
+        turn = dict(_turns(turns, k))
         if turn.get("rescale_betas_zero_snr") and prediction == "epsilon":
             turn.pop("rescale_betas_zero_snr")  # eps at abar = 0 is infinite in the peer: its own test
-        step_kwargs = {key: turn.pop(key) for key in ("eta", "use_clipped_model_output") if key in turn}
+        step_kwargs = {key: turn.pop(key) for key in step_keys if key in turn}
         config = {"beta_schedule": beta, **BETAS[beta], "timestep_spacing": spacing, "prediction_type": prediction,
                   **NO_LIMIT, **limit, **turn}
-        cases.append((compat.DDIMScheduler, diffusers.DDIMScheduler, config, steps, step_kwargs))
+        cases.append((ours, peer, config, steps, step_kwargs))
     return cases
+
+
+def _ddim_cases(beta: str) -> list:
+    return _discrete_cases(compat.DDIMScheduler, diffusers.DDIMScheduler, beta, DDIM_TURNS,
+                           ("eta", "use_clipped_model_output"))
 
 
 @pytest.mark.parametrize("beta", PEER_BETAS)
@@ -87,15 +93,7 @@ DDPM_TURNS = [{"variance_type": v} for v in ("fixed_small", "fixed_large", "lear
 
 
 def _ddpm_cases(beta: str) -> list:
-    cases = []
-    for k, (spacing, prediction, limit, steps) in enumerate(itertools.product(SPACINGS, PREDICTIONS, LIMITS, STEPS)):
-        turn = dict(_turns(DDPM_TURNS, k))
-        if turn.get("rescale_betas_zero_snr") and prediction == "epsilon":
-            turn.pop("rescale_betas_zero_snr")
-        config = {"beta_schedule": beta, **BETAS[beta], "timestep_spacing": spacing, "prediction_type": prediction,
-                  **NO_LIMIT, **limit, **turn}
-        cases.append((compat.DDPMScheduler, diffusers.DDPMScheduler, config, steps, {}))
-    return cases
+    return _discrete_cases(compat.DDPMScheduler, diffusers.DDPMScheduler, beta, DDPM_TURNS)
 
 
 @pytest.mark.parametrize("beta", sorted(BETAS))

@@ -376,30 +376,28 @@ def test_zero_snr_with_an_eps_model_clips_the_peers_infinity(cls):
     assert diff < 1e-5
 
 
-def test_peer_crash_dpm_solver_3m_karras_cosine():
-    """diffusers' DPM-Solver++ 3M with Karras sigmas on a cosine schedule at 13 steps: its first timestep
-    repeats (998 six times), its lookup starts from the second copy, and its last step indexes past the
-    sigmas (IndexError). Ours starts from the first, runs and stays finite, and matches diffusers told
-    where to start (set_begin_index(0)) step by step."""
-    config = {"solver_order": 3, "use_karras_sigmas": True, "beta_schedule": "squaredcos_cap_v2"}
-    with pytest.raises(IndexError):
-        _loop(diffusers.DPMSolverMultistepScheduler(**config), 13)
-    assert torch.isfinite(_loop(compat.DPMSolverMultistepScheduler(**config), 13)).all()
-    diff = max_step_difference(compat.DPMSolverMultistepScheduler(**config),
-                               diffusers.DPMSolverMultistepScheduler(**config), config, 13, peer_begin=0)
-    assert diff < 1e-5
+PEER_CRASHES = [
+    # diffusers' DPM-Solver++ 3M with Karras sigmas on a cosine schedule at 13 steps: its first timestep
+    # repeats (998 six times), its lookup starts from the second copy, and its last step indexes past
+    # the sigmas (IndexError).
+    ("DPMSolverMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True,
+                                     "beta_schedule": "squaredcos_cap_v2"}, 13),
+    # The same lookup in diffusers' Euler: a Karras sigma_max above the largest training sigma maps
+    # several sigmas to t = 999, and the loop fails at its last step.
+    ("EulerDiscreteScheduler", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                                "use_karras_sigmas": True, "sigma_max": 50.0}, 10),
+]
 
 
-def test_peer_crash_euler_karras_sigma_max_above_the_schedule():
-    """The same lookup in diffusers' Euler: a Karras sigma_max above the largest training sigma maps
-    several sigmas to t = 999, and the loop fails at its last step. Ours runs it."""
-    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "use_karras_sigmas": True,
-              "sigma_max": 50.0}
+@pytest.mark.parametrize(("cls", "config", "steps"), PEER_CRASHES)
+def test_peer_crash_ours_runs(cls, config, steps):
+    """Where diffusers raises IndexError, ours starts from the first copy of the repeated timestep,
+    runs and stays finite, and matches diffusers told where to start (set_begin_index(0)) step by step."""
     with pytest.raises(IndexError):
-        _loop(diffusers.EulerDiscreteScheduler(**config), 10)
-    assert torch.isfinite(_loop(compat.EulerDiscreteScheduler(**config), 10)).all()
-    diff = max_step_difference(compat.EulerDiscreteScheduler(**config),
-                               diffusers.EulerDiscreteScheduler(**config), config, 10, peer_begin=0)
+        _loop(getattr(diffusers, cls)(**config), steps)
+    assert torch.isfinite(_loop(getattr(compat, cls)(**config), steps)).all()
+    diff = max_step_difference(getattr(compat, cls)(**config), getattr(diffusers, cls)(**config), config, steps,
+                               peer_begin=0)
     assert diff < 1e-5
 
 
