@@ -113,3 +113,46 @@ def test_all_finite_has_no_false_alarm_for_huge_values():
     big[2, 7] = complex(float("nan"), 0)
     assert not all_finite(big)
     assert not all_finite(torch.tensor([1.0, float("inf")]))
+
+
+def _direct(A: mri.LinearOperator, b: torch.Tensor) -> torch.Tensor:
+    """The minimum-norm solution of A^H A x = b per sample (where CG from zero converges), from the
+    explicit normal matrix in complex128."""
+    n = b[0].numel()
+    basis = torch.eye(n, dtype=b.dtype).reshape(n, *b.shape[1:])
+    N = A.N(basis).reshape(n, n).T.to(torch.complex128)  # column j = N e_j
+    rtol = 1e-5 if b.dtype == torch.complex64 else 1e-10  # the null space is zero to rounding of the operator
+    return (torch.linalg.pinv(N, rtol=rtol, hermitian=True) @ b.reshape(b.shape[0], n).T.to(torch.complex128)).T
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("coils", [0, 4])
+def test_conjugate_gradient_stops_where_it_converged_and_never_diverges(dtype, coils):
+    """CG against the direct solve at 1..50 iterations: one coil (A^H A a projection, done after one
+    step, where dividing by the leftover rounding once blew the image up to 1e9) and four coils
+    (converges within the 50). The error never grows past the start and ends at rounding level."""
+    shape = (10, 8)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # half the lines: SENSE condition number ~9
+    if coils:
+        A = mri.Sense(birdcage_maps(coils, shape, dtype=dtype).unsqueeze(0), mask)
+    else:
+        A = mri.SingleCoil(mask)
+    truth = crandn(3, *shape).to(dtype)
+    b = A.H(A(truth))
+    want = _direct(A, b)
+    scale = float(want.abs().max())
+    tol = 1e-4 if dtype == torch.complex64 else 1e-10
+    errors = []
+    for iters in range(1, 51):
+        x = mri.conjugate_gradient(A.N, b, iters=iters)
+        errors.append(float((x.reshape(3, -1).to(torch.complex128) - want).abs().max()) / scale)
+    assert max(errors) <= 1.0 + tol, errors
+    assert max(errors[-10:]) <= tol, errors
+    if not coils:  # a projection: exact after the first step
+        assert max(errors) <= tol, errors
+
+
+@pytest.mark.parametrize("tol", [float("nan"), -1.0, float("inf")])
+def test_conjugate_gradient_refuses_a_bad_tolerance(tol):
+    with pytest.raises(ValueError, match="tol"):
+        mri.conjugate_gradient(mri.SingleCoil(torch.ones(4)).N, crandn(1, 4, 4), tol=tol)

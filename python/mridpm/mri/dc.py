@@ -63,31 +63,40 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def conjugate_gradient(normal: LinearOperator, b: torch.Tensor, *, mu: float = 0.0, x0: torch.Tensor | None = None,
                        iters: int = 10, tol: float = 0.0) -> torch.Tensor:
     """Solves (normal + mu I) x = b per sample (normal Hermitian positive semi-definite, e.g. A.N), with
-    complex inner products r^H r; samples whose residual falls under tol * |b| stop updating. No host
-    synchronisation unless tol > 0 (then once per iteration, to stop early)."""
+    complex inner products r^H r. A sample stops updating, for good, once its residual falls under
+    tol * |b| or to rounding level (4 eps |b|), or its curvature p^H (N + mu) p vanishes against the
+    largest seen (4 eps of it): where N is a projection (one coil, fully sampled lines) CG is done
+    after a step or two, and dividing by the rounding noise that is left would blow the solution up.
+    No host synchronisation unless tol > 0 (then once per iteration, to stop early)."""
     if not isinstance(b, torch.Tensor) or not b.is_complex():
         raise TypeError("b must be a complex tensor")
     if not math.isfinite(mu) or mu < 0:
         raise ValueError(f"mu must be finite and >= 0, got {mu}")
     if not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    if not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be finite and >= 0, got {tol}")
     shape = (-1,) + (1,) * (b.dim() - 1)
+    eps = 4.0 * torch.finfo(b.real.dtype).eps
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - (normal(x) + mu * x) if x0 is not None else b.clone()
     p = r.clone()
     rr = _dot(r, r)
-    stop = (tol * tol) * _dot(b, b)
+    stop = max(tol * tol, eps * eps) * _dot(b, b)
+    active = rr > stop
+    curvature = torch.zeros_like(rr)  # the largest Rayleigh quotient p^H (N + mu) p / p^H p seen: the scale
     for _ in range(iters):
         q = normal(p) + mu * p
-        pq = _dot(p, q)
-        active = rr > stop
-        alpha = torch.where(active & (pq > 0), rr / torch.where(pq > 0, pq, 1.0), 0.0)
+        pq, pp = _dot(p, q), _dot(p, p)
+        curvature = torch.maximum(curvature, torch.where(pp > 0, pq / torch.where(pp > 0, pp, 1.0), 0.0))
+        active = active & (rr > stop) & (pq > eps * curvature * pp)
+        alpha = torch.where(active, rr / torch.where(active, pq, 1.0), 0.0)
         x = x + alpha.reshape(shape) * p
         r = r - alpha.reshape(shape) * q
         rr_new = _dot(r, r)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, 1.0), 0.0)
+        beta = torch.where(active, rr_new / torch.where(active, rr, 1.0), 0.0)
         p = r + beta.reshape(shape) * p
         rr = rr_new
-        if tol > 0 and not bool((rr > stop).any()):
+        if tol > 0 and not bool((active & (rr > stop)).any()):
             break
     return x
