@@ -172,3 +172,89 @@ def test_compiled_projection_matches_eager():
 
     x, y = crandn(2, 8, 10), crandn(2, 4, 8, 10)
     torch.testing.assert_close(torch.compile(step, fullgraph=True)(x, y), step(x, y), rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_blend_with_y_overlapping_k(kernel):
+    """y a shifted view of k's storage: the kernel once overwrote y while reading it (max error 0.68)."""
+    backend, device = kernel
+    shape = (2, 3, 6, 5)
+    n = 2 * 3 * 6 * 5
+    base = crandn(n + 7).to(device)
+    k, y = base[7:].view(shape), base[:n].view(shape)  # k ahead of y: a write lands on y before it is read
+    mask = torch.tensor([1.0, 0, 1, 0, 1]).to(device)
+    want = dc.kspace_blend(k.clone(), y.clone(), mask, lam=0.5, backend="ref")
+    got = dc.kspace_blend(k, y, mask, lam=0.5, backend=backend, in_place=True)
+    assert got.data_ptr() == k.data_ptr()
+    torch.testing.assert_close(k, want, rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_blend_on_a_non_contiguous_k_writes_into_k(kernel):
+    """in_place means in place: a non-contiguous k once got a new tensor back and stayed unchanged."""
+    backend, device = kernel
+    k = crandn(2, 3, 6, 8).to(device)[..., :5]
+    y = crandn(2, 3, 6, 5).to(device)
+    mask = torch.tensor([1.0, 0, 1, 0, 1]).to(device)
+    want = dc.kspace_blend(k.clone(), y, mask, lam=0.5, backend="ref")
+    got = dc.kspace_blend(k, y, mask, lam=0.5, backend=backend, in_place=True)
+    assert got is k
+    torch.testing.assert_close(k, want, rtol=1e-5, atol=1e-5)
+
+
+_HUGE_EXTENTS_SCRIPT = r"""
+import numpy as np
+from mridpm import _ext
+
+ext = _ext.extension()
+buf = np.zeros(256, np.float32)
+p = (buf.ctypes.data, 0, buf.size)
+big = [2**31, 2**32, 2**62, 2**63 - 1]
+calls = []
+for op in (0, 1, 2):
+    for flags in (0, 1):
+        sizes = [
+            [1, 1, 16, 2**32, 2**32, 1, 1, 1], [1, 1, 16, 2**62, 4, 1, 1, 1], [1, 1, 16, 4, 2**62, 1, 1, 1],
+            [2**32, 2**32, 2**32, 1, 1, 1, 1, 1], [2**62, 2**62, 2**62, 2**62, 2**62, 2**62, 2**62, 2**62],
+            [2**63 - 1, 2, 2, 1, 1, 1, 1, 1], [3, 2**62, 3, 1, 1, 1, 1, 1], [1, 1, 2**63 - 1, 2**32, 2**31, 1, 1, 1],
+            [1, 1, 16, 4, 4, 0, 1, 1], [1, 1, 16, 4, 4, 1, -1, 1], [1, 1, 16, 4, 4, 1, 1, 0],
+            [1, 1, 16, 0, 4, 1, 1, 1], [1, 1, 16, -4, -4, 1, 1, 1],
+            [2**62, 2**62, 2**62, 4, 4, 2**62, 2**62, 2**62], [1, 1, 16, 4, 4, 2**62, 2**62, 2**62],
+        ]
+        for s in sizes:
+            calls.append(("dc_cpu", lambda s=s, op=op, flags=flags: ext.dc_cpu(op, flags, s, [p] * 6, [1.0] * 3, 1)))
+            calls.append(("dc_cuda", lambda s=s, op=op, flags=flags: ext.dc_cuda(op, flags, s, [p] * 6, [1.0] * 3, 0)))
+for batch in [1, 2, 3] + big:
+    for inner in [1, 3] + big:
+        for stride in (0, 1, 2**32, 2**62, 2**63 - 1):
+            if batch in (1, 2, 3) and inner in (1, 3):
+                continue
+            b = (buf.ctypes.data, stride, buf.size)
+            for name in ("step_cpu", "step_cuda"):
+                calls.append((name, lambda b=b, batch=batch, inner=inner, name=name: getattr(ext, name)(
+                    0, 8, batch, inner, b, b, [b, b], (buf.ctypes.data, stride, buf.size), [], 0, 2**63, (0, 0, 0),
+                    1)))
+for h in [-1, 0, 1] + big:
+    for w in [-1, 0, 2] + big:
+        if h == 1 and w == 2:
+            continue
+        calls.append(("poisson_disc", lambda h=h, w=w: ext.poisson_disc(
+            h, w, (buf.ctypes.data, 4), (buf.ctypes.data, 4), (buf.ctypes.data, 4))))
+for name, call in calls:
+    try:
+        call()
+    except ValueError:
+        continue
+    raise SystemExit(f"{name}: a call with huge or non-positive extents did not raise")
+print("ok", len(calls))
+"""
+
+
+@pytest.mark.skipif(not _ext.cpu_built(), reason="extension not built")
+def test_huge_and_non_positive_extents_raise_on_every_entry_point():
+    """Products of extents that overflow int64 are refused with ValueError, never a crash (run in a subprocess,
+    so a SIGFPE or SIGSEGV fails this test instead of killing pytest)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _HUGE_EXTENTS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    assert proc.stdout.startswith("ok")

@@ -83,13 +83,35 @@ def _finite(name: str, v: object) -> float:
     return float(v)
 
 
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """a and b are the same elements in the same order (then an in-place blend reads each before writing it)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """a and b share some byte of one storage (by the spans their strides reach)."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or a.numel() == 0 or b.numel() == 0:
+        return False
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        start = t.data_ptr()
+        return start, start + (sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) + 1) \
+            * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
 def _run_kernel(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None, keep: float,
                 lam: float, ysign: float, sign: bool, in_place: bool = False) -> torch.Tensor:
     """Runs one backend on checked tensors and returns the result (a itself when in_place)."""
     if name == "ref":
         out = dc_reference(op, a, b, mask, keep, lam, ysign, sign)
         return a.copy_(out) if in_place else out
-    in_place = in_place and a.is_contiguous()
+    if in_place and not a.is_contiguous():  # the kernels write contiguous rows: blend aside, then copy in
+        return a.copy_(_run_kernel(name, op, a, b, mask, keep, lam, ysign, sign))
+    if in_place and _overlaps(a, b) and not _same_view(a, b):  # y would be overwritten before it is read
+        b = b.clone()
     a, b = a.contiguous(), b.contiguous()
     batch = a.shape[0]
     if op == "expand":
@@ -162,7 +184,7 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
                  in_place: bool = False) -> torch.Tensor:
     """keep * k + lam * mask * (ysign * g * y - k): the projection's blend (keep = 1) or the gradient's
     residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, broadcastable.
-    in_place writes the result into k (each element is read before it is written; y may be k)."""
+    in_place writes the result into k and returns k (y may be k, or overlap it: then y is read first)."""
     _check_complex64("k", k)
     _check_complex64("y", y)
     if k.dim() < 3 or y.shape != k.shape or y.device != k.device:
