@@ -51,14 +51,31 @@ struct Buffer {
   std::int64_t capacity = 0;
 };
 
+// *out = a * b when both are non-negative and the product fits in int64; false (out untouched) otherwise.
+// Every product of extents in the checks goes through this, so none can overflow before it is compared.
+inline bool checked_mul(std::int64_t a, std::int64_t b, std::int64_t* out) {
+  if (a < 0 || b < 0) return false;
+  if (a != 0 && b > INT64_MAX / a) return false;
+  *out = a * b;
+  return true;
+}
+
+// *out = a + b for non-negative a, b when the sum fits in int64.
+inline bool checked_add(std::int64_t a, std::int64_t b, std::int64_t* out) {
+  if (a < 0 || b < 0 || b > INT64_MAX - a) return false;
+  *out = a + b;
+  return true;
+}
+
 // True when rows 0..batch-1 of `inner` elements fit in the buffer, without overflow.
 inline bool fits(const Buffer& buf, std::int64_t batch, std::int64_t inner) {
+  if (batch < 0 || inner < 0) return false;
   if (batch == 0 || inner == 0) return true;
   if (buf.ptr == 0 || buf.batch_stride < 0 || buf.capacity < 0) return false;
   if (batch > 1 && buf.batch_stride < inner) return false;
-  const std::int64_t rows = batch - 1;
-  if (rows > 0 && buf.batch_stride > (INT64_MAX - inner) / rows) return false;
-  return rows * buf.batch_stride + inner <= buf.capacity;
+  std::int64_t span = 0, end = 0;
+  if (!checked_mul(batch - 1, buf.batch_stride, &span) || !checked_add(span, inner, &end)) return false;
+  return end <= buf.capacity;
 }
 
 MRIDPM_HD std::uint32_t f32_bits(float f) {

@@ -32,8 +32,11 @@ MRIDPM_HD float dc_sign(const DcArgs& a, std::int64_t i) {
   return ((d + h + w) & 1) ? -1.0f : 1.0f;
 }
 
-inline bool dc_holds(const Buffer& b, std::int64_t floats) {
-  return b.ptr != 0 && b.capacity >= floats;
+// True when the buffer holds count1 * count2 * count3 * n complex values (2 floats each), without overflow.
+inline bool dc_holds(const Buffer& b, std::int64_t count1, std::int64_t count2, std::int64_t n) {
+  std::int64_t p = 0;
+  if (!checked_mul(count1, count2, &p) || !checked_mul(p, n, &p) || !checked_mul(p, 2, &p)) return false;
+  return b.ptr != 0 && b.capacity >= p;
 }
 
 // Checks every size and extent the kernels will use; kOk when the call is safe.
@@ -41,26 +44,37 @@ inline int check_dc(const DcArgs& a) {
   if (a.op < kExpand || a.op > kCombine) return kBadFlags;
   if ((a.flags & ~kSign) != 0) return kBadFlags;
   if (a.batch < 0 || a.coils < 0 || a.n < 0 || a.h < 1 || a.w < 1) return kBadShape;
+  if (a.maps_batch < 1 || a.mask_batch < 1 || a.mask_coils < 1) return kBadShape;
   if (a.batch == 0 || a.coils == 0 || a.n == 0) return kOk;
-  if ((a.flags & kSign) && (a.n % (a.h * a.w)) != 0) return kBadShape;
-  const std::int64_t lim = INT64_MAX / 4;
-  if (a.n > lim / a.coils || a.batch > lim / (a.coils * a.n)) return kOutOfBounds;
-  const std::int64_t coil_data = 2 * a.batch * a.coils * a.n, image = 2 * a.batch * a.n;
+  if (a.flags & kSign) {
+    std::int64_t hw = 0;  // h * w must divide n, so it cannot exceed it
+    if (!checked_mul(a.h, a.w, &hw) || hw > a.n || a.n % hw != 0) return kBadShape;
+  }
+  // the kernels index up to 2 * batch * coils * n floats: keep 4 * batch * coils * n within int64
+  std::int64_t total = 0;
+  if (!checked_mul(a.batch, a.coils, &total) || !checked_mul(total, a.n, &total) || total > INT64_MAX / 4)
+    return kOutOfBounds;
   if (a.op != kBlend) {
     if (a.maps_batch != 1 && a.maps_batch != a.batch) return kBadShape;
-    if (!dc_holds(a.maps, 2 * a.maps_batch * a.coils * a.n)) return kOutOfBounds;
+    if (!dc_holds(a.maps, a.maps_batch, a.coils, a.n)) return kOutOfBounds;
   }
   switch (a.op) {
     case kExpand:
-      return dc_holds(a.x, image) && dc_holds(a.out, coil_data) ? kOk : kOutOfBounds;
+      return dc_holds(a.x, a.batch, 1, a.n) && dc_holds(a.out, a.batch, a.coils, a.n) ? kOk : kOutOfBounds;
     case kCombine:
-      return dc_holds(a.k, coil_data) && dc_holds(a.out, image) ? kOk : kOutOfBounds;
-    default:
+      return dc_holds(a.k, a.batch, a.coils, a.n) && dc_holds(a.out, a.batch, 1, a.n) ? kOk : kOutOfBounds;
+    default: {
       if ((a.mask_batch != 1 && a.mask_batch != a.batch) || (a.mask_coils != 1 && a.mask_coils != a.coils))
         return kBadShape;
-      if (!dc_holds(a.mask, a.mask_batch * a.mask_coils * a.n)) return kOutOfBounds;
-      return dc_holds(a.k, coil_data) && dc_holds(a.y, coil_data) && dc_holds(a.out, coil_data) ? kOk
-                                                                                               : kOutOfBounds;
+      std::int64_t mask_floats = 0;  // the mask is real: one float per element
+      if (!checked_mul(a.mask_batch, a.mask_coils, &mask_floats) || !checked_mul(mask_floats, a.n, &mask_floats) ||
+          a.mask.ptr == 0 || a.mask.capacity < mask_floats)
+        return kOutOfBounds;
+      return dc_holds(a.k, a.batch, a.coils, a.n) && dc_holds(a.y, a.batch, a.coils, a.n) &&
+                     dc_holds(a.out, a.batch, a.coils, a.n)
+                 ? kOk
+                 : kOutOfBounds;
+    }
   }
 }
 

@@ -72,8 +72,9 @@ inline int check_step(const StepArgs& a) {
     return kOutOfBounds;
   }
   if (a.rng.ptr != 0 && a.rng.capacity < 2) return kOutOfBounds;
-  if (a.offset > UINT64_MAX - static_cast<std::uint64_t>(a.batch) * static_cast<std::uint64_t>(a.inner))
-    return kOutOfBounds;
+  std::int64_t count = 0;  // noise counters offset .. offset + batch * inner - 1 must not wrap
+  if (!checked_mul(a.batch, a.inner, &count)) return kOutOfBounds;
+  if (a.offset > UINT64_MAX - static_cast<std::uint64_t>(count)) return kOutOfBounds;
   return kOk;
 }
 

@@ -8,8 +8,10 @@
 namespace mridpm {
 
 int poisson_disc(std::int64_t h, std::int64_t w, const Buffer& radius, const Buffer& order, const Buffer& out) {
-  if (h < 1 || w < 1 || h > (INT64_MAX / w)) return kBadShape;
-  const std::int64_t n = h * w;
+  // each side below 2^31 keeps the squared distances dy^2 + dx^2 within int64
+  constexpr std::int64_t kMaxSide = INT32_MAX;
+  std::int64_t n = 0;
+  if (h < 1 || w < 1 || h > kMaxSide || w > kMaxSide || !checked_mul(h, w, &n)) return kBadShape;
   if (radius.ptr == 0 || order.ptr == 0 || out.ptr == 0) return kNullPointer;
   if (radius.capacity < n || order.capacity < n || out.capacity < n) return kOutOfBounds;
   const float* r = reinterpret_cast<const float*>(radius.ptr);
@@ -19,18 +21,25 @@ int poisson_disc(std::int64_t h, std::int64_t w, const Buffer& radius, const Buf
     if (ord[j] < 0 || ord[j] >= n || !(r[j] >= 0.0f) || !std::isfinite(r[j])) return kOutOfBounds;
   }
   for (std::int64_t j = 0; j < n; ++j) kept[j] = 0;
+  // no point of the grid lies farther than max(h, w) along either axis: a larger reach scans nothing more
+  const std::int64_t side = h > w ? h : w;
   for (std::int64_t j = 0; j < n; ++j) {
     const std::int64_t idx = ord[j], y = idx / w, x = idx % w;
     const float rad = r[idx];
-    const std::int64_t reach = static_cast<std::int64_t>(std::ceil(rad));
+    const float rad2 = rad * rad;  // inf for huge radii, as in the reference: every kept point is near
+    const double up = std::ceil(static_cast<double>(rad));
+    const std::int64_t reach = up >= static_cast<double>(side) ? side : static_cast<std::int64_t>(up);
+    // the window [y - reach, y + reach] x [x - reach, x + reach], clipped to the grid
+    const std::int64_t y0 = y - reach < 0 ? 0 : y - reach, y1 = y + reach >= h ? h - 1 : y + reach;
+    const std::int64_t x0 = x - reach < 0 ? 0 : x - reach, x1 = x + reach >= w ? w - 1 : x + reach;
     bool near = false;
-    for (std::int64_t dy = -reach; dy <= reach && !near; ++dy) {
-      const std::int64_t yy = y + dy;
-      if (yy < 0 || yy >= h) continue;
-      for (std::int64_t dx = -reach; dx <= reach; ++dx) {
-        const std::int64_t xx = x + dx;
-        if (xx < 0 || xx >= w || !kept[yy * w + xx]) continue;
-        if (static_cast<float>(dy * dy + dx * dx) < rad * rad) {
+    for (std::int64_t yy = y0; yy <= y1 && !near; ++yy) {
+      const std::int64_t dy = yy - y;
+      const std::uint8_t* row = kept + yy * w;
+      for (std::int64_t xx = x0; xx <= x1; ++xx) {
+        if (!row[xx]) continue;
+        const std::int64_t dx = xx - x;
+        if (static_cast<float>(dy * dy + dx * dx) < rad2) {
           near = true;
           break;
         }

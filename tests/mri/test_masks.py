@@ -134,6 +134,32 @@ def test_dart_throwing_kernel_guards():
         ext.poisson_disc(3, 2, (r.ctypes.data, 4), (o.ctypes.data, 4), (out.ctypes.data, 4))
 
 
+@pytest.mark.parametrize("r", [0.0, 0.5, 1.0, 3.0, 1e8, 1e30])
+@pytest.mark.parametrize(("h", "w"), [(8, 8), (5, 7), (1, 9), (6, 1)])
+def test_dart_throwing_agrees_with_the_reference_for_any_radius(h, w, r):
+    """Huge radii keep one point (the search window stops at the grid) and return at once, as the reference."""
+    import time
+
+    order = np.random.default_rng(h * 31 + w).permutation(h * w).astype(np.int64)
+    radius = np.full(h * w, r, np.float32)
+    start = time.perf_counter()
+    got = masks.dart_throw(h, w, radius, order)
+    assert time.perf_counter() - start < 0.5
+    with np.errstate(over="ignore"):  # the reference squares 1e30 in float32: inf, as the kernel does
+        want = masks.dart_throw_reference(h, w, radius, order)
+    assert np.array_equal(got, want)
+    if r >= 1e8:
+        assert got.sum() == 1 and got[order[0]] == 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf"), -float("inf")])
+def test_dart_throwing_refuses_bad_radii(bad):
+    radius = np.ones(16, np.float32)
+    radius[5] = bad
+    with pytest.raises(ValueError, match=r"finite and non-negative; radius\[5\]"):
+        masks.dart_throw(4, 4, radius, np.arange(16))
+
+
 def test_line_masks_for_reconstruction():
     """line_mask: fastMRI's random lines at its center fractions; acs_lines counts the center block;
     file_mask prefers a requested acceleration, then the file's mask, then its sampled columns."""

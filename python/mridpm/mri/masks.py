@@ -195,6 +195,10 @@ def dart_throw(h: int, w: int, radius: np.ndarray, order: np.ndarray) -> np.ndar
 
     radius = np.ascontiguousarray(radius, dtype=np.float32)
     order = np.ascontiguousarray(order, dtype=np.int64)
+    bad = ~(np.isfinite(radius) & (radius >= 0))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"dart_throw: every radius must be finite and non-negative; radius[{j}] is {radius[j]}")
     out = np.zeros(h * w, dtype=np.uint8)
     ext = _ext.extension()
     if ext is not None:
