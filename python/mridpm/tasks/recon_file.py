@@ -16,7 +16,7 @@ from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.random import Generator
 from mridpm.tasks.recon_baselines import estimate_noise_std
 from mridpm.tasks.recon_figures import file_figure
-from mridpm.tasks.reconstruction import METHODS, reconstruct_prior
+from mridpm.tasks.reconstruction import METHODS, image_scale, reconstruct_prior
 
 PRIOR_METHODS = tuple(m for m in METHODS if m != "kspace")  # what an unconditional 2D prior runs
 
@@ -81,9 +81,9 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
         else:
             op, y = SingleCoil(mask[0]), y[:, 0]
         sigma = estimate_noise_std(y, mask) if noise_std is None else noise_std
-        cg = cg_sense(y, op, iters=10).abs()  # the baseline, and its peak the prior's scale (estimate_scale)
+        cg = cg_sense(y, op, iters=10).abs()  # the baseline, and (estimate_scale) the prior's scale
         r = reconstruct_prior(y, op, p, method=method, samples=samples, steps=steps, noise_std=sigma,
-                              scale=max(float(cg.amax()), 1e-30), generator=Generator(seed + chunk[0]), **options)
+                              scale=image_scale(cg), generator=Generator(seed + chunk[0]), **options)
         images = (r.mean.abs(), r.std, zero_filled(y, op).abs(), cg)
         for i, f in enumerate(done):
             with atomic_path(f, ".safetensors") as tmp:

@@ -209,7 +209,12 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
 def estimate_scale(y: torch.Tensor, op: Sense | SingleCoil) -> float:
     """The peak magnitude of a 10-iteration CG-SENSE image: what to divide y by so that the image
     peaks near 1, as the bundled priors' training slices do."""
-    return max(float(cg_sense(y, op, iters=10).abs().amax()), 1e-30)
+    return image_scale(cg_sense(y, op, iters=10))
+
+
+def image_scale(image: torch.Tensor) -> float:
+    """The peak magnitude of an image (at least 1e-30): estimate_scale of a CG-SENSE image already made."""
+    return max(float(image.abs().amax()), 1e-30)
 
 
 def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, method: str = "dds",
