@@ -32,7 +32,18 @@ from typing import Any
 import torch
 
 from mridpm.nets.unet import UNet, UNetConfig
-from mridpm.train.trainer import TrainConfig, TrainState, init_distributed, train
+from mridpm.train.checkpoint import checkpoint_name, checkpoint_names
+from mridpm.train.trainer import (
+    TrainConfig,
+    TrainState,
+    check_choice,
+    check_device,
+    check_integer,
+    check_real,
+    check_train_config,
+    init_distributed,
+    train,
+)
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -65,6 +76,50 @@ def _fields(cls: type, table: dict[str, Any], where: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"[{where}]: unknown keys {sorted(unknown)}; known: {sorted(names)}")
     return table
+
+
+def check_model_config(cfg: UNetConfig, where: str = "[model]") -> None:
+    """Refuses a UNetConfig that cannot be built, or would be built other than it says, naming the key."""
+    check_choice(where, "dims", cfg.dims, (2, 3))  # type: ignore[arg-type]
+    for key, low in (("in_channels", 1), ("channels", 1), ("num_res_blocks", 0), ("heads", 1), ("groups", 1),
+                     ("cond_channels", 0), ("num_classes", 0), ("context_dim", 0)):
+        check_integer(where, key, getattr(cfg, key), low)
+    if cfg.out_channels is not None:
+        check_integer(where, "out_channels", cfg.out_channels, 1)
+    mult, levels = cfg.channel_mult, len(cfg.channel_mult)
+    if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        raise ValueError(f"{where} channel_mult must be a non-empty list of integers >= 1, got {list(mult)}")
+    if any(isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < levels for lv in cfg.attention_levels):
+        raise ValueError(f"{where} attention_levels must be levels in [0, {levels - 1}] (one per channel_mult "
+                         f"entry), got {list(cfg.attention_levels)}")
+    widths = sorted({cfg.channels} | {cfg.channels * m for m in mult})
+    if bad := [w for w in widths if w % cfg.groups]:
+        raise ValueError(f"{where} groups = {cfg.groups} must divide every channel width (channels * channel_mult "
+                         f"= {widths}); it does not divide {bad[0]}")
+    attended = sorted({cfg.channels * mult[lv] for lv in (*cfg.attention_levels, levels - 1)})
+    if bad := [w for w in attended if w % cfg.heads]:
+        raise ValueError(f"{where} heads = {cfg.heads} must divide the widths with attention ({attended}); "
+                         f"it does not divide {bad[0]}")
+    check_real(where, "dropout", cfg.dropout, 0.0, 1.0, open_high=True)
+    check_choice(where, "embedding", cfg.embedding, ("sinusoidal", "fourier"))
+    if cfg.embedding == "fourier" and cfg.channels % 2:
+        raise ValueError(f"{where} channels must be even with embedding = 'fourier', got {cfg.channels}")
+    check_real(where, "time_scale", cfg.time_scale, 0.0, open_low=True)
+
+
+def model_config(table: dict[str, Any], where: str = "[model]") -> UNetConfig:
+    """The checked UNetConfig of a [model] table (or a prior's model entry)."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of UNetConfig fields, got {type(table).__name__}")
+    names = {f.name for f in dataclasses.fields(UNetConfig)}
+    if unknown := set(table) - names:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    try:
+        cfg = UNetConfig.from_dict(table)
+    except TypeError as err:  # e.g. channel_mult = 2
+        raise ValueError(f"{where}: {err}") from None
+    check_model_config(cfg, where)
+    return cfg
 
 
 def phantom_slices(data: dict[str, Any], heldout: bool = False) -> list[int]:
@@ -158,17 +213,32 @@ def training_images(data: dict[str, Any]) -> torch.Tensor:
 
 
 def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device: str | None = None,
-        progress: bool = True) -> TrainState:
-    """Trains the UNet the configuration describes (under torchrun: data-parallel)."""
+        progress: bool = True, resume_from: str | os.PathLike | None = None) -> TrainState:
+    """Trains the UNet the configuration describes (under torchrun: data-parallel), continuing its run
+    directory's latest checkpoint or resume_from (a checkpoint name like step-00000400 or the path of its
+    .json); every setting is checked before anything is written."""
     cfg = load_config(path)
-    model_cfg = UNetConfig.from_dict(_fields(UNetConfig, cfg.get("model", {}), "model"))
+    model_cfg = model_config(cfg.get("model", {}))
     train_cfg = TrainConfig(**{**_fields(TrainConfig, cfg.get("train", {}), "train"), **(overrides or {})})
     train_cfg = dataclasses.replace(train_cfg, extra={**train_cfg.extra, "data": cfg.get("data", {})})
+    check_train_config(train_cfg)
+    dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if resume_from is not None:  # the cheap checks now, not after the data are built
+        name = checkpoint_name(train_cfg.out_dir, resume_from)
+        if name not in checkpoint_names(train_cfg.out_dir):
+            raise FileNotFoundError(f"no checkpoint {name} in {train_cfg.out_dir}; "
+                                    f"there: {checkpoint_names(train_cfg.out_dir) or 'none'}")
     rank, _ = init_distributed()
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(train_cfg.seed)
     images, cond = training_data(cfg.get("data", {}))
     if cond is not None and cond.shape[1] != model_cfg.cond_channels:
         raise ValueError(f"[data] condition gives {cond.shape[1]} channels; "
                          f"set [model] cond_channels = {cond.shape[1]}")
-    return train(UNet(model_cfg), images, train_cfg, cond=cond, device=dev, progress=progress and rank == 0)
+    if images.shape[1] != model_cfg.in_channels:
+        raise ValueError(f"[data] gives {images.shape[1]}-channel images; set [model] in_channels = {images.shape[1]}")
+    factor = 2 ** (len(model_cfg.channel_mult) - 1)
+    if any(n % factor for n in images.shape[2:]):
+        raise ValueError(f"[data] size {list(images.shape[2:])} must be divisible by {factor} for the "
+                         f"{len(model_cfg.channel_mult)} levels of [model] channel_mult")
+    return train(UNet(model_cfg), images, train_cfg, cond=cond, device=dev, progress=progress and rank == 0,
+                 resume_from=resume_from)

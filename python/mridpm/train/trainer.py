@@ -10,6 +10,7 @@ batch N * B."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,8 @@ import torch.distributed as dist
 
 from mridpm.data.phantom import simplex_noise
 from mridpm.dpm.losses import diffusion_loss, drop_condition
-from mridpm.dpm.schedules import DiscreteSchedule
-from mridpm.train.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
+from mridpm.dpm.schedules import BETA_SCHEDULES, DiscreteSchedule
+from mridpm.train.checkpoint import flatten_optimizer, restore_training, resume_checkpoint, save_checkpoint
 from mridpm.train.ema import EMA
 
 
@@ -54,6 +55,68 @@ class TrainState:
     losses: list[float]
 
 
+def check_integer(where: str, key: str, value: object, low: int) -> None:
+    """Refuses value unless it is an integer (not a bool) >= low, naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{where} {key} must be an integer >= {low}, got {value!r}")
+
+
+def check_real(where: str, key: str, value: object, low: float, high: float = math.inf, *,
+               open_low: bool = False, open_high: bool = False) -> None:
+    """Refuses value unless it is a finite number in the interval (open at either end as asked), naming the key."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)  # type: ignore[operator]
+    if not ok:
+        bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high or high == math.inf else ']'}"
+        raise ValueError(f"{where} {key} must be a finite number in {bounds}, got {value!r}")
+
+
+def check_choice(where: str, key: str, value: object, choices: tuple[str, ...]) -> None:
+    """Refuses value unless it is one of choices, naming the key."""
+    if value not in choices:
+        raise ValueError(f"{where} {key} must be one of {list(choices)}, got {value!r}")
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Refuses a TrainConfig with a value out of range, naming its [train] key, before anything is written."""
+    w = "[train]"
+    for key, low in (("steps", 1), ("batch_size", 1), ("num_train_timesteps", 1), ("checkpoint_every", 1),
+                     ("sample_every", 0), ("keep", 0), ("seed", 0)):
+        check_integer(w, key, getattr(config, key), low)
+    check_real(w, "lr", config.lr, 0.0, open_low=True)
+    check_real(w, "weight_decay", config.weight_decay, 0.0)
+    check_real(w, "ema_decay", config.ema_decay, 0.0, 1.0, open_high=True)
+    check_real(w, "grad_clip", config.grad_clip, 0.0)
+    check_real(w, "cond_dropout", config.cond_dropout, 0.0, 1.0)
+    check_choice(w, "amp", config.amp, ("none", "bf16", "fp16"))
+    check_choice(w, "noise", config.noise, ("gaussian", "simplex"))
+    check_choice(w, "prediction", config.prediction, ("eps", "x0", "v"))
+    check_choice(w, "schedule", config.schedule, BETA_SCHEDULES)
+    if not isinstance(config.out_dir, str | os.PathLike) or not os.fspath(config.out_dir):
+        raise ValueError(f"{w} out_dir must be a directory path, got {config.out_dir!r}")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named, refused (ValueError) when unknown, absent on this machine or unable to train."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}; use cpu or cuda (cuda:N)") from None
+    if dev.type == "meta":
+        raise ValueError("cannot train on the meta device (it holds no data); use cpu or cuda")
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available"):
+        raise ValueError(f"device {str(device)!r} cannot train models here; use cpu or cuda")
+    if not backend.is_available():
+        raise ValueError(f"device {str(device)!r} is not available on this machine")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device {str(device)!r} is not available on this machine ({count} {dev.type} devices)")
+    return dev
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -67,38 +130,34 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
 
 def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, cond: torch.Tensor | None = None,
           context: torch.Tensor | None = None, device: str | torch.device = "cpu", progress: bool = True,
-          resume: bool = True, stop_after: int | None = None) -> TrainState:
+          resume: bool = True, stop_after: int | None = None,
+          resume_from: str | os.PathLike | None = None) -> TrainState:
     """Trains model (a denoiser model(x, t, **conditions)) on data (N, C, *spatial) and returns the final
     step and the losses of this call. Conditions, one per sample: cond (N, C', *spatial), concatenated
     channels, and context (N, [tokens,] dim), cross-attended; config.cond_dropout drops them to 0.
-    Resumes from config.out_dir when a checkpoint is there; stop_after ends the call after that many
-    steps (to test resuming) with a checkpoint."""
+    Resumes from config.out_dir's latest checkpoint (or the newest valid one, or resume_from: a name like
+    step-00000400 or the path of its .json there); stop_after ends the call after that many steps (to test
+    resuming) with a checkpoint. Refuses bad settings and checkpoints before writing anything."""
     from tqdm.auto import tqdm
 
+    check_train_config(config)
+    device = check_device(device)
     rank, world = _rank_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} ranks")
-    if config.noise not in ("gaussian", "simplex") or (config.noise == "simplex" and data.dim() != 4):
+    if config.noise == "simplex" and data.dim() != 4:
         raise ValueError(f"noise must be 'gaussian' or, for 2D images, 'simplex'; got {config.noise!r}")
-    if config.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {config.amp!r}")
     if cond is not None and (cond.shape[0] != data.shape[0] or cond.shape[2:] != data.shape[2:]):
         raise ValueError(f"cond {tuple(cond.shape)} must match data {tuple(data.shape)} but for its channels")
     if context is not None and context.shape[0] != data.shape[0]:
         raise ValueError(f"context has {context.shape[0]} rows for {data.shape[0]} samples")
     conditions = {k: v for k, v in (("cond", cond), ("context", context)) if v is not None}
-    device = torch.device(device)
+    found = resume_checkpoint(config.out_dir, resume, resume_from)
     model = model.to(device)
     schedule = DiscreteSchedule.from_name(config.schedule, config.num_train_timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay)
-    step = 0
-    if resume and (found := load_checkpoint(config.out_dir)) is not None:
-        groups, meta = found
-        model.load_state_dict(groups["model"])
-        ema.load_state_dict(groups["ema"])
-        opt.load_state_dict(unflatten_optimizer(groups.get("optim", {}), meta["optim"]))
-        step = int(meta["step"])
+    step = 0 if found is None else restore_training(found, model, ema, opt)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = torch.amp.GradScaler(enabled=config.amp == "fp16" and device.type == "cuda")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mridpm.dpm.schedules import DiscreteSchedule
-from mridpm.nets.unet import UNet, UNetConfig
+from mridpm.nets.unet import UNet
 
 
 @dataclass
@@ -37,51 +37,97 @@ def available() -> list[str]:
     return sorted(p.stem for p in _dir().glob("*.safetensors"))
 
 
+_INFO_KEYS = ("model", "image_size", "data_range", "schedule", "prediction", "num_train_timesteps", "sha256")
+
+
 def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device = "cpu") -> Prior:
     """The bundled prior `name`, or the latest checkpoint of a `mridpm train` run directory, in eval
-    mode (its EMA weights, in float32)."""
-    from safetensors.torch import load_file
+    mode (its EMA weights, in float32); ValueError with one line when anything does not check out."""
+    from mridpm.train.checkpoint import is_plain_file_name, read_safetensors
 
     if Path(name).is_dir():
         return _from_run(Path(name), device)
+    if not is_plain_file_name(os.fspath(name)):
+        raise ValueError(f"{os.fspath(name)!r} is neither a training run directory nor a bundled prior; "
+                         f"available: {available()}")
     d = _dir()
-    weights, meta_path = d / f"{name}.safetensors", d / f"{name}.json"
-    if not weights.is_file() or not meta_path.is_file():
+    meta_path = d / f"{name}.json"
+    if not meta_path.is_file():
         raise ValueError(f"no bundled prior {name!r}; available: {available()}")
-    info = json.loads(meta_path.read_text())
+    info = _read_info(meta_path)
+    weights_name = info.get("weights", f"{name}.safetensors")
+    if not is_plain_file_name(weights_name):
+        raise ValueError(f"{meta_path} names weights {weights_name!r}: refusing to load files outside the prior "
+                         f"directory {d}")
+    weights = d / weights_name
+    if not weights.is_file():
+        raise ValueError(f"the weights of prior {name!r} ({weights}) are missing")
     if hashlib.sha256(weights.read_bytes()).hexdigest() != info["sha256"]:
         raise ValueError(f"the weights of prior {name!r} do not match their recorded SHA-256")
-    return _prior(info, load_file(str(weights)), device)
+    return _prior(info, read_safetensors(weights), device, str(meta_path))
 
 
-def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str | torch.device) -> Prior:
-    model = UNet(UNetConfig.from_dict(info["model"]))
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
-    schedule = DiscreteSchedule.from_name(info["schedule"], info["num_train_timesteps"])
+def _read_info(meta_path: Path) -> dict[str, Any]:
+    """A prior's description, checked for the entries loading needs."""
+    try:
+        info = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"prior description {meta_path} is not readable JSON: {str(err).splitlines()[0]}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"prior description {meta_path} must be a JSON object, got {type(info).__name__}")
+    for key in _INFO_KEYS:
+        if key not in info:
+            raise ValueError(f"prior description {meta_path} has no {key!r} entry")
+    return info
+
+
+def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str | torch.device, source: str) -> Prior:
+    """The eval-mode prior info describes, with weights that must fit its model exactly."""
+    from mridpm.train.checkpoint import state_mismatch
+    from mridpm.train.run import model_config
+
+    model = UNet(model_config(info["model"], f"{source} model"))
+    weights = {k: v.float() for k, v in weights.items()}
+    if (problem := state_mismatch(model.state_dict(), weights)) is not None:
+        raise ValueError(f"the weights of {source} do not fit its model config: {problem}")
+    model.load_state_dict(weights)
+    try:
+        schedule = DiscreteSchedule.from_name(info["schedule"], info["num_train_timesteps"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{source}: {err}") from None
+    if info["prediction"] not in ("eps", "x0", "v"):
+        raise ValueError(f"{source}: prediction must be 'eps', 'x0' or 'v', got {info['prediction']!r}")
     return Prior(model.to(device).eval(), schedule, info["prediction"], info)
 
 
-def _run_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(EMA weights, prior description) of a run's latest checkpoint."""
-    from mridpm.train.checkpoint import load_checkpoint
+def _run_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """(EMA weights, prior description, checkpoint path) of a run's latest checkpoint."""
+    from mridpm.train.checkpoint import read_checkpoint
 
-    found = load_checkpoint(run_dir)
+    found = read_checkpoint(run_dir, keys=("config", "model"), groups=("ema",))
     if found is None:
         raise ValueError(f"no checkpoint in {run_dir}")
-    groups, meta = found
-    cfg = meta["config"]
-    size = cfg.get("extra", {}).get("data", {}).get("size")
+    meta, where = found.meta, str(found.path)
+    cfg, model = meta["config"], meta["model"]
+    if not isinstance(cfg, dict) or not isinstance(model, dict) or not isinstance(model.get("config"), dict):
+        raise ValueError(f"checkpoint {where} is corrupt: 'config' and 'model' must be objects, with model.config")
+    for key in ("schedule", "prediction", "num_train_timesteps"):
+        if key not in cfg:
+            raise ValueError(f"checkpoint {where} is corrupt: its 'config' has no {key!r} entry")
+    extra = cfg.get("extra")
+    data = extra.get("data") if isinstance(extra, dict) else None
+    size = data.get("size") if isinstance(data, dict) else None
     if size is None:
         raise ValueError(f"the run in {run_dir} does not record its image size ([data] size)")
-    info = {"model": meta["model"]["config"], "image_size": list(size), "data_range": [-1.0, 1.0],
+    info = {"model": model["config"], "image_size": list(size), "data_range": [-1.0, 1.0],
             "schedule": cfg["schedule"], "prediction": cfg["prediction"],
             "num_train_timesteps": cfg["num_train_timesteps"], "step": meta["step"], "train": cfg}
-    return groups["ema"], info
+    return found.tensors["ema"], info, where
 
 
 def _from_run(run_dir: Path, device: str | torch.device) -> Prior:
-    weights, info = _run_checkpoint(run_dir)
-    return _prior(info, weights, device)
+    weights, info, where = _run_checkpoint(run_dir)
+    return _prior(info, weights, device, where)
 
 
 def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None) -> Path:
@@ -91,12 +137,12 @@ def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | N
 
     from mridpm.data._atomic import atomic_path
 
-    ema, info = _run_checkpoint(Path(run_dir))
+    ema, info, _ = _run_checkpoint(Path(run_dir))
     target = Path(out_dir) if out_dir is not None else _dir()
     weights = target / f"{name}.safetensors"
     with atomic_path(weights, ".safetensors") as tmp:
         save_file({k: v.half() if v.is_floating_point() else v for k, v in ema.items()}, str(tmp))
-    info["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    info["weights"], info["sha256"] = weights.name, hashlib.sha256(weights.read_bytes()).hexdigest()
     with atomic_path(target / f"{name}.json", ".json") as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
     return weights

@@ -1,0 +1,137 @@
+"""Loading a prior (bundled name or run directory) checks what it reads: a one-line ValueError for a bad
+description, unreadable or mismatching weights, and paths leading outside the prior's directory."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mridpm.nets import priors
+from mridpm.nets.unet import UNet, UNetConfig
+from mridpm.train import save_checkpoint
+
+CONFIG = UNetConfig(channels=8, channel_mult=(1, 2), attention_levels=(), heads=2, groups=4)
+
+
+def _tiny(directory, name="tiny", **changes):
+    """Writes a tiny prior name.{safetensors,json} into directory; its description, with changes applied."""
+    torch.manual_seed(0)
+    weights = directory / f"{name}.safetensors"
+    save_file(UNet(CONFIG).state_dict(), str(weights))
+    info = {"model": CONFIG.to_dict(), "image_size": [8, 8], "data_range": [-1.0, 1.0], "schedule": "linear",
+            "prediction": "eps", "num_train_timesteps": 50, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    info.update(changes)
+    (directory / f"{name}.json").write_text(json.dumps(info))
+    return info
+
+
+@pytest.fixture
+def bundle(tmp_path, monkeypatch):
+    d = tmp_path / "priors"
+    d.mkdir()
+    monkeypatch.setattr(priors, "_dir", lambda: d)
+    return d
+
+
+def _refused(name, message):
+    with pytest.raises(ValueError) as err:
+        priors.load_prior(name)
+    assert type(err.value) is ValueError and str(err.value) == message
+
+
+def test_a_good_tiny_prior_loads(bundle):
+    _tiny(bundle)
+    prior = priors.load_prior("tiny")
+    torch.manual_seed(0)
+    for k, v in UNet(CONFIG).state_dict().items():
+        assert torch.equal(prior.model.state_dict()[k], v), k
+    assert prior.schedule.num_train_timesteps == 50 and not prior.model.training
+
+
+def test_a_bad_description_is_refused(bundle):
+    _tiny(bundle)
+    (bundle / "tiny.json").write_text("[1, 2]")
+    _refused("tiny", f"prior description {bundle / 'tiny.json'} must be a JSON object, got list")
+    info = _tiny(bundle)
+    del info["schedule"]
+    (bundle / "tiny.json").write_text(json.dumps(info))
+    _refused("tiny", f"prior description {bundle / 'tiny.json'} has no 'schedule' entry")
+    (bundle / "tiny.json").write_text("{")
+    with pytest.raises(ValueError, match=r"tiny.json is not readable JSON: "):
+        priors.load_prior("tiny")
+    _tiny(bundle, model={**CONFIG.to_dict(), "channels": -1})
+    _refused("tiny", f"{bundle / 'tiny.json'} model channels must be an integer >= 1, got -1")
+
+
+def test_unparsable_weights_with_a_matching_sha_are_a_value_error(bundle):
+    _tiny(bundle)
+    weights = bundle / "tiny.safetensors"
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    info = json.loads((bundle / "tiny.json").read_text())
+    info["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (bundle / "tiny.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"tiny.safetensors is not a readable safetensors file: ") as err:
+        priors.load_prior("tiny")
+    assert type(err.value) is ValueError and "\n" not in str(err.value)
+
+
+def test_weights_that_do_not_fit_the_config_name_the_key_and_both_shapes(bundle):
+    _tiny(bundle, model={**CONFIG.to_dict(), "channels": 16})
+    _refused("tiny", f"the weights of {bundle / 'tiny.json'} do not fit its model config: 'time_mlp.0.weight' has "
+                     f"shape (32, 8) in the file but (64, 16) in the model (0 missing, 0 unexpected, "
+                     f"153 mismatched shapes)")
+    info = _tiny(bundle)
+    state = UNet(CONFIG).state_dict()
+    del state["out.2.bias"]
+    save_file(state, str(bundle / "tiny.safetensors"))
+    info["sha256"] = hashlib.sha256((bundle / "tiny.safetensors").read_bytes()).hexdigest()
+    (bundle / "tiny.json").write_text(json.dumps(info))
+    _refused("tiny", f"the weights of {bundle / 'tiny.json'} do not fit its model config: 'out.2.bias' (shape (1,) "
+                     f"in the model) is missing from the file (1 missing, 0 unexpected, 0 mismatched shapes)")
+
+
+def test_paths_outside_the_prior_directory_are_refused(bundle, tmp_path):
+    _tiny(bundle)
+    shutil.copy(bundle / "tiny.safetensors", tmp_path / "outside.safetensors")
+    for entry in ("../outside.safetensors", str(tmp_path / "outside.safetensors")):
+        _tiny(bundle, weights=entry)
+        _refused("tiny", f"{bundle / 'tiny.json'} names weights {entry!r}: refusing to load files outside the prior "
+                         f"directory {bundle}")
+    _tiny(bundle, weights="tiny.safetensors")  # a plain name in the directory is fine
+    assert priors.load_prior("tiny").info["weights"] == "tiny.safetensors"
+    _refused("../tiny", "'../tiny' is neither a training run directory nor a bundled prior; available: ['tiny']")
+
+
+def test_a_run_checkpoint_without_its_config_is_a_value_error(tmp_path):
+    torch.manual_seed(0)
+    ema = UNet(CONFIG).state_dict()
+    meta = {"config": {"schedule": "linear", "prediction": "eps", "num_train_timesteps": 50,
+                       "extra": {"data": {"size": [8, 8]}}},
+            "model": {"class": "UNet", "config": CONFIG.to_dict()}}
+    save_checkpoint(tmp_path, 1, {"ema": ema}, meta)
+    assert priors.load_prior(tmp_path).info["image_size"] == [8, 8]
+    save_checkpoint(tmp_path, 2, {"ema": ema}, {"model": meta["model"]})
+    _refused(tmp_path, f"checkpoint {tmp_path / 'step-00000002.json'} is corrupt: it has no 'config' entry")
+    save_checkpoint(tmp_path, 3, {"ema": ema}, {**meta, "config": {"schedule": "linear"}})
+    _refused(tmp_path, f"checkpoint {tmp_path / 'step-00000003.json'} is corrupt: its 'config' has no 'prediction' "
+                       f"entry")
+    save_checkpoint(tmp_path, 4, {"model": ema}, meta)
+    _refused(tmp_path, f"checkpoint {tmp_path / 'step-00000004.safetensors'} is corrupt: it holds no 'ema' tensors")
+
+
+def test_export_records_its_weights_file_and_loads_back(tmp_path, bundle):
+    torch.manual_seed(0)
+    ema = UNet(CONFIG).state_dict()
+    meta = {"config": {"schedule": "linear", "prediction": "eps", "num_train_timesteps": 50,
+                       "extra": {"data": {"size": [8, 8]}}},
+            "model": {"class": "UNet", "config": CONFIG.to_dict()}}
+    save_checkpoint(tmp_path / "run", 5, {"ema": ema}, meta)
+    assert priors.export(tmp_path / "run", "mine", bundle) == bundle / "mine.safetensors"
+    assert json.loads((bundle / "mine.json").read_text())["weights"] == "mine.safetensors"
+    prior = priors.load_prior("mine")
+    assert prior.info["step"] == 5
+    for k, v in ema.items():
+        assert torch.equal(prior.model.state_dict()[k], v.half().float()), k
