@@ -9,7 +9,7 @@ _U63 = 1 << 63
 
 
 class Generator:
-    """A Philox seed and an element offset that advances by the number of elements drawn.
+    """A Philox seed in [0, 2**64) and an element offset that advances by the number of elements drawn.
 
     Element i of a draw is the normal that Philox4x32-10 and Box-Muller give for the
     counter offset + i, so the same (seed, offset) yields the same noise on every backend.
@@ -45,8 +45,10 @@ class Generator:
         self._view[1] = value
 
     def manual_seed(self, seed: int) -> Generator:
-        """Sets the seed (any integer, taken modulo 2**64) and rewinds the offset to 0."""
-        seed = _as_int("seed", seed) % _U64
+        """Sets the seed (an integer in [0, 2**64), refused outside: no silent wrapping) and rewinds the offset."""
+        seed = _as_int("seed", seed)
+        if not 0 <= seed < _U64:
+            raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
         self._view[0] = seed - _U64 if seed >= _U63 else seed
         self._view[1] = 0
         return self

@@ -260,3 +260,56 @@ def test_huge_and_non_positive_extents_raise_on_every_entry_point():
     proc = subprocess.run([sys.executable, "-c", _HUGE_EXTENTS_SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     assert proc.stdout.startswith("ok")
+
+
+BAD_MASKS = [  # a mask value the blend would carry into every sample without a word
+    ("nan", torch.tensor([1.0, float("nan"), 0, 1])),
+    ("inf", torch.tensor([1.0, float("inf"), 0, 1])),
+    ("-inf", torch.tensor([1.0, 0, float("-inf"), 1])),
+    ("negative", torch.tensor([1.0, 0, -1.0, 1])),
+    ("float64 nan", torch.tensor([[1.0, 0, 1, float("nan")]], dtype=torch.float64)),
+    ("int negative", torch.tensor([1, 0, -2, 1])),
+]
+
+
+@pytest.mark.parametrize("backend", ["ref", "cpu"])
+@pytest.mark.parametrize("mask", [m for _, m in BAD_MASKS], ids=[n for n, _ in BAD_MASKS])
+def test_blend_refuses_a_non_finite_or_negative_mask(mask, backend):
+    if backend == "cpu" and not _ext.cpu_built():
+        pytest.skip("extension not built")
+    k, y = crandn(1, 2, 4, 4), crandn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match=r"mask must be finite and non-negative \(0/1 or sampling weights\), "
+                                         r"got NaN, Inf or a negative value"):
+        dc.kspace_blend(k, y, mask, backend=backend)
+    with pytest.raises(ValueError, match="mask must be finite and non-negative"):
+        dc.kspace_blend(k, y, mask, lam=1.0, keep=0.0, backend=backend, in_place=True)
+
+
+def test_blend_accepts_bool_integer_and_weight_masks():
+    k, y = crandn(1, 2, 4, 4), crandn(1, 2, 4, 4)
+    want = dc.kspace_blend(k, y, torch.tensor([1.0, 0, 1, 1]), backend="ref")
+    for mask in (torch.tensor([True, False, True, True]), torch.tensor([1, 0, 1, 1], dtype=torch.uint8)):
+        torch.testing.assert_close(dc.kspace_blend(k, y, mask, backend="ref"), want)
+    dc.kspace_blend(k, y, torch.tensor([0.5, 0, 2.0, 1]), keep=0.0, backend="ref")  # weights: fine
+
+
+def test_blend_rereads_a_mask_written_in_place_after_a_clean_call():
+    """Values are read once per version of the mask: a sampler's fixed mask is checked once, an edited one again."""
+    k, y = crandn(1, 2, 4, 4), crandn(1, 2, 4, 4)
+    mask = torch.tensor([1.0, 0, 1, 1])
+    dc.kspace_blend(k, y, mask, backend="ref")
+    dc.kspace_blend(k, y, mask, backend="ref")
+    mask[1] = float("nan")
+    with pytest.raises(ValueError, match="mask must be finite and non-negative"):
+        dc.kspace_blend(k, y, mask, backend="ref")
+    with torch.inference_mode():  # inference tensors keep no version: read on every call
+        m = torch.tensor([1.0, 0, 1, 1])
+        dc.kspace_blend(k, y, m, backend="ref")
+        m[0] = -1.0
+        with pytest.raises(ValueError, match="mask must be finite and non-negative"):
+            dc.kspace_blend(k, y, m, backend="ref")
+
+
+def test_blend_refuses_a_meta_mask():
+    with pytest.raises(ValueError, match="mask: tensors on the meta device hold no data"):
+        dc.kspace_blend(crandn(1, 2, 4, 4), crandn(1, 2, 4, 4), torch.ones(4, device="meta"))

@@ -165,3 +165,27 @@ def test_reference_is_accurate_on_the_first_call_of_a_process():
     for _ in range(3):
         res = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True)
         assert res.returncode == 0 and "first call ok" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**63), 2**64, 2**64 + 5, 2**70])
+def test_generator_refuses_seeds_outside_64_bits(seed):
+    """Seeds once wrapped modulo 2**64: 2**64 drew seed 0's noise, -1 seed 2**64 - 1's."""
+    match = rf"seed must lie in \[0, 2\*\*64\), got {seed}"
+    with pytest.raises(ValueError, match=match):
+        mridpm.Generator(seed)
+    g = mridpm.Generator(3, 7)
+    with pytest.raises(ValueError, match=match):
+        g.manual_seed(seed)
+    assert (g.seed, g.offset) == (3, 7)  # a refused seed leaves the state alone
+    with pytest.raises(ValueError, match=match):
+        g.load_state_dict({"seed": seed, "offset": 0})
+    with pytest.raises(ValueError, match=match):
+        mridpm.manual_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**63 - 1, 2**63, 2**64 - 1])
+def test_generator_keeps_every_64_bit_seed(seed):
+    g = mridpm.Generator(seed, 4)
+    assert (g.seed, g.offset) == (seed, 4)
+    assert g.manual_seed(seed).seed == seed and g.offset == 0
+    assert g.clone().seed == seed

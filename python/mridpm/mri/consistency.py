@@ -5,8 +5,9 @@ gradient A^H (y - A x) and the unmeasured part F^H (1 - M) F x.
 Operators (mri.operators), the checked data-consistency calls (mri.dc) and the posterior samplers
 all import from here; this module reads an operator only through its attributes (`ndim`, `mask` and,
 for SENSE, `maps`), so it imports no operator module and no import cycle can pass through it.
-Nothing is checked here: the callers guarantee complex images, a 0/1 mask on the operator and
-k-space y of the operator's shape.
+Only what costs nothing per call is checked here (a mask on the operator, 0/1 as decided when it was
+built; the kernels read a new mask's values once): the callers guarantee complex images and k-space y
+of the operator's shape.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mridpm.ops import dc as dc_ops
 
 class _MaskLike(Protocol):
     mask: torch.Tensor
+    binary: bool
 
 
 class MaskedOperator(Protocol):
@@ -57,14 +59,23 @@ def _blend(x: torch.Tensor, y: torch.Tensor | None, op: MaskedOperator, lam: flo
     """S^H F^H [keep k + lam M (y_scale y - k)] with k = F S x, from the fused kernels: expand, FFT,
     blend, inverse FFT, combine; y None stands for zero k-space. Even sizes fold the FFT shifts into
     the kernels as checkerboard signs."""
+    if op.mask is None:
+        raise ValueError("data consistency needs a sampling mask on the operator")
+    if not op.mask.binary:
+        raise ValueError("the fused data consistency needs a 0/1 mask on the operator; for sampling weights use "
+                         "op.adjoint(y - op(x))")
     maps: torch.Tensor | None = getattr(op, "maps", None)
     ndim = op.ndim
     spatial = tuple(x.shape[-ndim:])
     multi = maps is not None
     if maps is None:
         maps = torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
+    if x.numel() == 0:  # an empty batch: nothing to transform (the FFTs refuse empty input)
+        return x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, maps.dtype))
     y_coils = y.unsqueeze(1) if y is not None and not multi else y  # single coil: one coil dimension
-    mask = op.mask.mask  # type: ignore[union-attr]
+    mask = op.mask.mask
+    if not multi and mask.dim() > ndim:  # a single-coil mask with a batch axis gets the coil axis too
+        mask = mask.unsqueeze(-ndim - 1)
     if x.dtype != torch.complex64 or maps.dtype != torch.complex64:  # the kernels are complex64: plain ops
         k = _fft.fftnc(maps * x.unsqueeze(1), ndim)
         k = keep * k + (lam * mask.to(x.device)) * ((0.0 if y_coils is None else y_scale * y_coils) - k)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from mridpm.mri import consistency
-from mridpm.mri.operators import LinearOperator, Sense, SingleCoil
+from mridpm.mri.operators import LinearOperator, Sense, SingleCoil, no_meta
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -24,13 +24,40 @@ def _check_measurements(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) ->
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_complex():
             raise TypeError(f"{name} must be a complex tensor")
-    if not all_finite(y):
-        raise ValueError("y (the measured k-space) contains NaN or Inf")
+        no_meta(name, t)
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y on {y.device}")
+    _check_image(op, x)
+    if not all_finite(y):
+        raise ValueError("y (the measured k-space) contains NaN or Inf")
     expected = (x.shape[0], op.maps.shape[1], *x.shape[1:]) if isinstance(op, Sense) else tuple(x.shape)
     if tuple(y.shape) != expected:
         raise ValueError(f"y must have shape {expected} for images of shape {tuple(x.shape)}, got {tuple(y.shape)}")
+
+
+def _check_image(op: Sense | SingleCoil, x: torch.Tensor) -> None:
+    """x is a batch of images the operator takes: (batch, *spatial), spatial and batch matching maps and mask."""
+    ndim = op.ndim
+    if x.dim() != ndim + 1:
+        raise ValueError(f"x must be (batch, *spatial) with {ndim} spatial dimensions, got shape {tuple(x.shape)}")
+    batch = x.shape[0]
+    if isinstance(op, Sense):
+        maps = op.maps
+        if tuple(x.shape[1:]) != tuple(maps.shape[2:]) or maps.shape[0] not in (1, batch):
+            lead = "batch" if maps.shape[0] == 1 else str(maps.shape[0])
+            raise ValueError(f"x of shape {tuple(x.shape)} does not match coil maps of shape {tuple(maps.shape)} "
+                             f"(expected ({lead}, {', '.join(map(str, maps.shape[2:]))}))")
+    if op.mask is not None:  # the mask against k-space (batch, coils, *spatial), one coil axis for SingleCoil
+        m = op.mask.mask
+        m = m.unsqueeze(-ndim - 1) if isinstance(op, SingleCoil) and m.dim() > ndim else m
+        k = (batch, op.maps.shape[1] if isinstance(op, Sense) else 1, *x.shape[1:])
+        try:
+            fits = torch.broadcast_shapes(m.shape, k) == k
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"the operator's mask of shape {tuple(op.mask.mask.shape)} does not fit images of "
+                             f"shape {tuple(x.shape)}")
 
 
 def project(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil, lam: float = 1.0) -> torch.Tensor:
@@ -57,7 +84,7 @@ def gradient(x: torch.Tensor, y: torch.Tensor, op: Sense | SingleCoil) -> torch.
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample <a, b> = sum conj(a) b over all but the batch dimension, real part (Hermitian operators)."""
-    return torch.real((a.conj() * b).reshape(a.shape[0], -1).sum(dim=1))
+    return torch.real((a.conj() * b).reshape(a.shape[0], math.prod(a.shape[1:])).sum(dim=1))
 
 
 def conjugate_gradient(normal: LinearOperator, b: torch.Tensor, *, mu: float = 0.0, x0: torch.Tensor | None = None,
@@ -70,6 +97,17 @@ def conjugate_gradient(normal: LinearOperator, b: torch.Tensor, *, mu: float = 0
     No host synchronisation unless tol > 0 (then once per iteration, to stop early)."""
     if not isinstance(b, torch.Tensor) or not b.is_complex():
         raise TypeError("b must be a complex tensor")
+    no_meta("b", b)
+    if b.dim() < 1:
+        raise ValueError("b must have a leading batch dimension, got a 0-d tensor")
+    if x0 is not None:
+        if not isinstance(x0, torch.Tensor) or not x0.is_complex():
+            got = x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__
+            raise TypeError(f"x0 must be a complex tensor, got {got}")
+        no_meta("x0", x0)
+        if x0.shape != b.shape or x0.device != b.device:
+            raise ValueError(f"x0 must have b's shape {tuple(b.shape)} on {b.device}, got {tuple(x0.shape)} on "
+                             f"{x0.device}")
     if not math.isfinite(mu) or mu < 0:
         raise ValueError(f"mu must be finite and >= 0, got {mu}")
     if not isinstance(iters, int) or iters < 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -259,10 +260,27 @@ def acs_lines(mask: torch.Tensor) -> int:
     return hi - lo
 
 
+def check_line_options(accel: float | None, center: float | None) -> None:
+    """Refuses a non-finite acceleration or one <= 1, a center fraction outside (0, 1), and a center
+    fraction without an acceleration (it would be ignored: the file's own mask is used then)."""
+    if accel is None:
+        if center is not None:
+            raise ValueError("a center fraction applies only with an acceleration (--accel): without one "
+                             "the file's own mask is used")
+        return
+    if isinstance(accel, bool) or not isinstance(accel, numbers.Real) or not math.isfinite(accel) or accel <= 1:
+        raise ValueError(f"the acceleration must be a finite number > 1, got {accel!r}")
+    if center is not None and (isinstance(center, bool) or not isinstance(center, numbers.Real)
+                               or not 0 < center < 1):
+        raise ValueError(f"the center fraction must lie in (0, 1), got {center!r}")
+
+
 def file_mask(kspace: torch.Tensor, stored: torch.Tensor | None, accel: float | None, center: float | None,
               seed: int) -> torch.Tensor:
     """The (1, 1, 1, W) line mask to apply to a file's k-space (..., W): made for accel, else the
-    file's own, else its sampled columns."""
+    file's own (which must be finite and 0/1, so a damaged mask is not read as fully sampled), else
+    its sampled columns."""
+    check_line_options(accel, center)
     width = kspace.shape[-1]
     if accel is not None:
         return line_mask(width, accel, center, seed)
@@ -270,6 +288,11 @@ def file_mask(kspace: torch.Tensor, stored: torch.Tensor | None, accel: float | 
         m = stored.reshape(-1)
         if m.numel() != width:
             raise ValueError(f"the file's mask has width {m.numel()} but its k-space {width}")
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError("the file's mask contains NaN or Inf; repair the file or give --accel")
+        if not bool(((m == 0) | (m == 1)).all()):
+            bad = sorted({float(v) for v in m[(m != 0) & (m != 1)].tolist()})[:3]
+            raise ValueError(f"the file's mask must hold only 0 and 1, found {bad}; repair the file or give --accel")
         if not bool((m != 0).any()):
             raise ValueError("the file's mask samples no k-space line")
         return (m != 0).float().reshape(1, 1, 1, width)

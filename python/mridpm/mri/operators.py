@@ -107,8 +107,14 @@ class Identity(LinearOperator):
     adjoint = forward
 
 
+def no_meta(name: str, t: object) -> None:
+    """Refuses a tensor on the meta device (shapes without data: nothing to transform or check)."""
+    if isinstance(t, torch.Tensor) and t.is_meta:
+        raise ValueError(f"{name}: tensors on the meta device hold no data")
+
+
 class FFT(LinearOperator):
-    """The centered orthonormal FFT over the last ndim (2 or 3) dimensions; unitary."""
+    """The centered orthonormal FFT over the last ndim (2 or 3) dimensions; unitary (empty input, empty output)."""
 
     def __init__(self, ndim: int = 2) -> None:
         if ndim not in (2, 3):
@@ -117,9 +123,13 @@ class FFT(LinearOperator):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.numel() == 0:  # torch's FFTs refuse empty input
+            return torch.empty_like(_fft._check_complex("x", x, self.ndim))
         return _fft.fftnc(x, self.ndim)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if isinstance(y, torch.Tensor) and y.numel() == 0:
+            return torch.empty_like(_fft._check_complex("k", y, self.ndim))
         return _fft.ifftnc(y, self.ndim)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,6 +142,7 @@ def check_mask(mask: object, name: str = "mask") -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor, got {type(mask).__name__}")
     if mask.is_complex():
         raise TypeError(f"{name} must be real (0/1 or sampling weights), got {mask.dtype}")
+    no_meta(name, mask)
     m = mask.to(torch.float32)
     if m.numel() == 0:
         raise ValueError(f"{name} is empty")
@@ -151,6 +162,7 @@ class Mask(LinearOperator):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        no_meta("k-space", x)
         _broadcasts(self.mask, x, "mask", "k-space")
         return x * self.mask.to(x.device)
 
@@ -176,6 +188,9 @@ class CoilExpand(LinearOperator):
         if maps.dim() != 2 + ndim:
             raise ValueError(f"maps must have shape (batch, coils, *spatial) with {ndim} spatial dimensions, "
                              f"got {tuple(maps.shape)}")
+        no_meta("maps", maps)
+        if maps.numel() == 0:
+            raise ValueError(f"maps must not be empty (batch, coils and spatial sizes >= 1), got {tuple(maps.shape)}")
         if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
             raise ValueError("maps contain NaN or Inf")
         self.maps, self.ndim = maps, ndim
@@ -185,8 +200,14 @@ class CoilExpand(LinearOperator):
     def coils(self) -> int:
         return self.maps.shape[1]
 
+    def _check_device(self, name: str, t: torch.Tensor) -> None:
+        no_meta(name, t)
+        if t.device != self.maps.device:
+            raise ValueError(f"{name} is on {t.device}, the maps on {self.maps.device}")
+
     def _check_image(self, x: torch.Tensor) -> None:
         _fft._check_complex("image", x, self.ndim + 1)
+        self._check_device("image", x)
         spatial = tuple(self.maps.shape[2:])
         if x.dim() != self.ndim + 1 or tuple(x.shape[1:]) != spatial or self.maps.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"image must have shape (batch, {', '.join(map(str, spatial))}) with batch "
@@ -194,6 +215,7 @@ class CoilExpand(LinearOperator):
 
     def _check_coils(self, y: torch.Tensor) -> None:
         _fft._check_complex("k-space", y, self.ndim + 2)
+        self._check_device("k-space", y)
         if y.dim() != self.ndim + 2 or y.shape[1] != self.coils:
             raise ValueError(f"expected {self.coils} coils in (batch, coils, *spatial), got shape {tuple(y.shape)}")
         if tuple(y.shape[2:]) != tuple(self.maps.shape[2:]) or self.maps.shape[0] not in (1, y.shape[0]):
@@ -217,9 +239,11 @@ class SingleCoil(LinearOperator):
         self._freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        no_meta("image", x)
         return self.mask(self.fft(x))
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        no_meta("k-space", y)
         return self.fft.H(self.mask(y))
 
 
@@ -263,11 +287,13 @@ class Sense(LinearOperator):
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """S^H F^H M F S x through the fused kernels when the mask is 0/1 and the data complex64."""
+        self.coil._check_image(x)
+        if x.numel() == 0:  # an empty batch: nothing to transform (the FFTs refuse empty input)
+            return x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, self.maps.dtype))
         if self.mask is None:
             return self.coil.H(self.coil(x))
         if not self.mask.binary or x.dtype != torch.complex64 or self.maps.dtype != torch.complex64:
             return super().normal(x)
-        self.coil._check_image(x)
         if self._lines is not None:  # 1D FFTs along the lines only, no shifts: half the FFT work
             k = torch.fft.fft(dc_ops.coil_expand(x, self.maps), dim=-1, norm="ortho")
             k *= self._lines.to(k.device)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
+from mridpm import _capture
 from mridpm.ops import _launch
 from mridpm.ops._backend import resolve
 from mridpm.ops._contract import DC_OPS, DC_SIGN
@@ -65,10 +67,38 @@ def _check_maps(maps: torch.Tensor, batch: int, coils: int | None, spatial: tupl
         raise ValueError(f"maps are on {maps.device}, the data on {device}")
 
 
+_CHECKED_MASKS = WeakIdKeyDictionary()  # mask tensor -> its version counter when its values were last checked
+
+
+def _check_mask_values(mask: torch.Tensor) -> None:
+    """Refuses NaN, Inf and negative mask values. A mask is read once per version of its data (a
+    sampler's fixed mask costs one read, and one synchronisation on a GPU, not one per step); while a
+    CUDA graph is recorded the check runs after each replay; torch.compile'd graphs are not checked."""
+    if torch.compiler.is_compiling():
+        return
+    version = None if mask.is_inference() else mask._version  # inference tensors keep no version: read each call
+    if version is not None and _CHECKED_MASKS.get(mask) == version:
+        return
+    bad = ~(torch.isfinite(mask) & (mask >= 0)).all()
+
+    def check() -> None:
+        if bool(bad):
+            raise ValueError("mask must be finite and non-negative (0/1 or sampling weights), got NaN, Inf or a "
+                             "negative value")
+
+    if _capture.defer(check):  # recording a CUDA graph: read after each replay, no host synchronisation now
+        return
+    check()
+    if version is not None:
+        _CHECKED_MASKS[mask] = version
+
+
 def _mask_table(mask: object, k: torch.Tensor) -> torch.Tensor:
     """The real mask as a contiguous float32 (batch or 1, coils or 1, *spatial) table on k's device."""
     if not isinstance(mask, torch.Tensor) or mask.is_complex():
         raise TypeError("mask must be a real tensor")
+    if mask.is_meta:
+        raise ValueError("mask: tensors on the meta device hold no data")
     if mask.dim() > k.dim():
         raise ValueError(f"mask of shape {tuple(mask.shape)} has more dimensions than k-space {tuple(k.shape)}")
     m = mask.to(k.device, torch.float32).reshape((1,) * (k.dim() - mask.dim()) + tuple(mask.shape))
@@ -183,7 +213,8 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
                  ysign: float = 1.0, sign: bool = False, backend: str | None = None,
                  in_place: bool = False) -> torch.Tensor:
     """keep * k + lam * mask * (ysign * g * y - k): the projection's blend (keep = 1) or the gradient's
-    residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, broadcastable.
+    residual mask * (y - k) (keep = 0, lam = 1). k, y (batch, coils, *spatial); mask real, finite and
+    non-negative (0/1 or weights; NaN, Inf and negative values are refused), broadcastable.
     in_place writes the result into k and returns k (y may be k, or overlap it: then y is read first)."""
     _check_complex64("k", k)
     _check_complex64("y", y)
@@ -191,6 +222,7 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
         raise ValueError(f"k and y must be (batch, coils, *spatial) of one shape and device, got {tuple(k.shape)} "
                          f"on {k.device} and {tuple(y.shape)} on {y.device}")
     table = _mask_table(mask, k)
+    _check_mask_values(mask)
     lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
     if in_place and _needs_grad(k, y):
         raise ValueError("in_place blending cannot record gradients")
