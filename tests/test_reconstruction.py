@@ -292,3 +292,43 @@ def test_bad_inputs_are_refused(single: Gaussian) -> None:
         reconstruct(torch.ones(1, 3, H, W, dtype=torch.complex64), op, m, SCHEDULE, method="kspace")
     with pytest.raises(TypeError, match="Sense"):
         reconstruct(single.y, single.op, m, SCHEDULE, method="pc-rss")
+
+
+def test_nonsense_is_refused_with_clear_errors(single: Gaussian) -> None:
+    """Meta tensors, empty batches, steps 0 (once the default), a t_start outside the schedule or
+    without a warm start, misshapen or NaN warm-start images, and k-space too large for float32."""
+    m, y, op = single.model, single.y, single.op
+    with pytest.raises(ValueError, match=r"^y is a meta tensor \(a shape without data\)"):
+        reconstruct(y.to("meta"), op, m, SCHEDULE)
+    with pytest.raises(ValueError, match=r"^y \(the measured k-space\) is empty: shape \(0, 6, 8\)$"):
+        reconstruct(y[:0], op, m, SCHEDULE)
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match=rf"^steps must be a positive integer \(None: the method's default\), "
+                                             rf"got {steps}$"):
+            reconstruct(y, op, m, SCHEDULE, steps=steps)
+    for t_start in (-1, 1000):
+        with pytest.raises(ValueError, match=rf"^t_start must be an integer timestep in \[0, 999\], got {t_start}$"):
+            reconstruct(y, op, m, SCHEDULE, warm_start="cg", t_start=t_start)
+    with pytest.raises(ValueError, match=r"^t_start needs a warm start"):
+        reconstruct(y, op, m, SCHEDULE, t_start=100)
+    image = torch.zeros(2, H, W, dtype=torch.complex64)  # two images for one measurement
+    with pytest.raises(ValueError, match=r"^the warm-start image must have shape \(1, 6, 8\) \(batch, \*spatial\), "
+                                         r"got \(2, 6, 8\)$"):
+        reconstruct(y, op, m, SCHEDULE, warm_start=image, t_start=100, samples=2)
+    with pytest.raises(ValueError, match=r"must have shape \(1, 6, 8\) \(batch, \*spatial\), got \(\)$"):
+        reconstruct(y, op, m, SCHEDULE, warm_start=torch.tensor(1 + 0j), t_start=100)
+    with pytest.raises(ValueError, match=r"^the warm-start image contains NaN or Inf$"):
+        reconstruct(y, op, m, SCHEDULE, warm_start=torch.full((1, H, W), math.nan, dtype=torch.complex64),
+                    t_start=100)
+    with pytest.raises(ValueError, match=r"^the warm-start image must be a complex or real image, got torch.int64$"):
+        reconstruct(y, op, m, SCHEDULE, warm_start=torch.zeros(1, H, W, dtype=torch.long), t_start=100)
+    big = y / y.abs().max() * 1e30
+    with pytest.raises(ValueError, match=r"^y \(the measured k-space\) has values up to 1e\+30, which overflow "
+                                         r"float32 arithmetic; rescale the data"):
+        reconstruct(big, op, m, SCHEDULE)
+    inf = y.clone()
+    inf[0, 0, 0] = complex(math.inf, 0)
+    with pytest.raises(ValueError, match=r"^y \(the measured k-space\) contains NaN or Inf$"):
+        reconstruct(inf, op, m, SCHEDULE)
+    r = reconstruct(y, op, m, SCHEDULE, warm_start=torch.zeros(1, H, W), t_start=100, steps=10)  # a real image
+    assert r.evaluations == 2  # timesteps 100 and 0 of the leading spacing 900, 800, ..., 0

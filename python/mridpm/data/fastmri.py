@@ -42,7 +42,7 @@ class FastMRIVolume:
 
 def read_fastmri(path: str | os.PathLike, slices: slice | None = None) -> FastMRIVolume:
     """Reads a fastMRI file (optionally only some slices); clear errors for missing, corrupt or
-    incomplete files."""
+    incomplete files, so a damaged file is named instead of surfacing as an h5py traceback."""
     h5py = _h5py()
     p = Path(path)
     if not p.is_file():
@@ -51,23 +51,96 @@ def read_fastmri(path: str | os.PathLike, slices: slice | None = None) -> FastMR
         f = h5py.File(p, "r")
     except OSError as err:
         raise ValueError(f"{p} is not a readable HDF5 file: {err}") from None
-    with f:
-        if "kspace" not in f:
-            raise ValueError(f"{p} has no 'kspace' dataset (found {sorted(f.keys())}); not a fastMRI file")
-        ks = f["kspace"]
-        if ks.ndim not in (3, 4) or not np.issubdtype(ks.dtype, np.complexfloating):
-            raise ValueError(f"{p}: kspace must be complex (slices, [coils,] H, W), got {ks.dtype} {ks.shape}")
-        sel = slices if slices is not None else slice(None)
-        kspace = torch.from_numpy(np.ascontiguousarray(ks[sel]).astype(np.complex64))
-        target = None
-        for name in ("reconstruction_rss", "reconstruction_esc"):
-            if name in f:
-                target = torch.from_numpy(np.ascontiguousarray(f[name][sel]).astype(np.float32))
-                break
-        header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else b""
-        mask = torch.from_numpy(np.asarray(f["mask"][()]).astype(np.float32)) if "mask" in f else None
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-    return FastMRIVolume(kspace, target, header.decode() if isinstance(header, bytes) else str(header), attrs, mask)
+    try:
+        with f:
+            return _read_volume(h5py, f, p, slice(None) if slices is None else slices)
+    except (OSError, KeyError, RuntimeError) as err:  # h5py's errors for damaged metadata or data
+        raise ValueError(f"{p} is a corrupt HDF5 file (damaged or truncated): {str(err).strip(chr(39))}") from None
+
+
+def h5_dataset(h5py: Any, f: Any, name: str, p: Path) -> Any:
+    """f[name] when it is a dataset, None when absent; refuses a group (or other object) of that name."""
+    if name not in f:
+        return None
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{p}: '{name}' is an HDF5 {type(obj).__name__.lower()}, not a dataset")
+    return obj
+
+
+def _read_volume(h5py: Any, f: Any, p: Path, sel: slice) -> FastMRIVolume:
+    """The volume of an open fastMRI file: k-space, real target, header, mask and attributes."""
+    ks = h5_dataset(h5py, f, "kspace", p)
+    if ks is None:
+        raise ValueError(f"{p} has no 'kspace' dataset (found {sorted(str(k) for k in f.keys())}); "
+                         "not a fastMRI file")
+    if ks.ndim not in (3, 4) or not np.issubdtype(ks.dtype, np.complexfloating):
+        raise ValueError(f"{p}: kspace must be complex (slices, [coils,] H, W), got {ks.dtype} {ks.shape}")
+    kspace = torch.from_numpy(np.ascontiguousarray(ks[sel]).astype(np.complex64))
+    target = None
+    for name in ("reconstruction_rss", "reconstruction_esc"):
+        t = h5_dataset(h5py, f, name, p)
+        if t is not None:
+            if not np.issubdtype(t.dtype, np.floating) and not np.issubdtype(t.dtype, np.integer):
+                raise ValueError(f"{p}: the target {name} must hold real magnitudes, got {t.dtype}")
+            target = torch.from_numpy(np.ascontiguousarray(t[sel]).astype(np.float32))
+            break
+    h = h5_dataset(h5py, f, "ismrmrd_header", p)
+    header = h[()] if h is not None else b""
+    m = h5_dataset(h5py, f, "mask", p)
+    mask = torch.from_numpy(np.asarray(m[()]).astype(np.float32)) if m is not None else None
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    text = header.decode(errors="replace") if isinstance(header, bytes) else str(header)
+    return FastMRIVolume(kspace, target, text, attrs, mask)
+
+
+def read_maps(maps: str | os.PathLike | torch.Tensor | None, kspace: torch.Tensor, multicoil: bool
+              ) -> torch.Tensor | None:
+    """Coil maps (slices, coils, H, W) from a tensor or an HDF5 file's 'maps' dataset, checked against
+    the k-space (slices, coils, H, W) and refused when a slice's maps are all zero (they would make
+    every image zero and the run fail midway); (coils, H, W) maps serve every slice."""
+    if maps is None:
+        return None
+    if not multicoil:
+        raise ValueError("coil maps were given for single-coil k-space")
+    if not isinstance(maps, torch.Tensor):
+        maps = _read_maps_file(Path(maps))
+    if not maps.is_complex():
+        raise ValueError(f"coil maps must be complex, got {maps.dtype}")
+    if maps.dim() == 3:
+        maps = maps.unsqueeze(0).expand(kspace.shape[0], *maps.shape)
+    if tuple(maps.shape) != tuple(kspace.shape):
+        raise ValueError(f"coil maps of shape {tuple(maps.shape)} do not match the k-space (slices, coils, H, W) "
+                         f"= {tuple(kspace.shape)}")
+    if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
+        raise ValueError("the coil maps contain NaN or Inf")
+    empty = [s for s in range(maps.shape[0]) if not bool((maps[s] != 0).any())]
+    if len(empty) == maps.shape[0]:
+        raise ValueError("the coil maps are all zero (their sum of squares is zero at every pixel); give "
+                         "sensitivity maps or leave out --maps to estimate them by ESPIRiT")
+    if empty:
+        raise ValueError(f"the coil maps of slice(s) {empty[:5]} are all zero; give sensitivity maps for every "
+                         "slice or leave out --maps")
+    return maps.to(torch.complex64)
+
+
+def _read_maps_file(path: Path) -> torch.Tensor:
+    """The 'maps' dataset of an HDF5 file, with clear errors for a missing, corrupt or misshapen file."""
+    h5py = _h5py()
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 file: {err}") from None
+    try:
+        with f:
+            d = h5_dataset(h5py, f, "maps", path)
+            if d is None:
+                raise ValueError(f"{path} has no 'maps' dataset (found {sorted(str(k) for k in f.keys())})")
+            return torch.from_numpy(d[()])
+    except (OSError, KeyError, RuntimeError) as err:
+        raise ValueError(f"{path} is a corrupt HDF5 file (damaged or truncated): {str(err).strip(chr(39))}") from None
+    except TypeError as err:  # a dtype numpy cannot hold (e.g. a compound type)
+        raise ValueError(f"{path}: 'maps' has an unreadable type: {err}") from None
 
 
 def write_fastmri(path: str | os.PathLike, kspace: torch.Tensor, target: torch.Tensor | None = None,

@@ -38,15 +38,42 @@ class Reconstruction:
     seconds: float
 
 
+_MAX_ENERGY = 1e36  # float32 overflows at 3.4e38: CG's inner products of k-space this energetic stay 300x below
+
+
+def check_values(y: torch.Tensor, what: str = "y (the measured k-space)") -> None:
+    """Refuses k-space with NaN or Inf, and finite k-space so large that its sum of squares overflows
+    float32 arithmetic (said as such: a scale problem, fixed by rescaling, not a damaged file)."""
+    if not all_finite(y):
+        raise ValueError(f"{what} contains NaN or Inf")
+    peak = float(y.abs().amax()) if y.numel() else 0.0
+    if peak > 0 and peak * peak * float(torch.view_as_real(y / peak).square().sum()) > _MAX_ENERGY:
+        raise ValueError(f"{what} has values up to {peak:.3g}, which overflow float32 arithmetic; rescale the "
+                         "data (e.g. divide it by its peak)")
+
+
+def _check_devices(y: torch.Tensor, op: Sense | SingleCoil) -> None:
+    """Refuses meta tensors (a shape without data) and operands on another device than y."""
+    named = [("y", y), ("the operator's mask", op.mask.mask)]  # type: ignore[union-attr]
+    if isinstance(op, Sense):
+        named.append(("the coil maps", op.maps))
+    for name, t in named:
+        if t.is_meta:
+            raise ValueError(f"{name} is a meta tensor (a shape without data); pass real data")
+        if t.device != y.device:
+            raise ValueError(f"y is on {y.device} but {name} on {t.device}; move them to one device")
+
+
 def check_problem(y: torch.Tensor, op: Sense | SingleCoil, noise_std: float = 0.0) -> ps.Problem:
-    """The checked problem: complex finite k-space of the operator's shape, a 0/1 mask that samples
-    something, measurements that are not all zero."""
+    """The checked problem: complex finite k-space of the operator's shape with data on one device, a
+    0/1 mask that samples something, measurements that are neither empty nor all zero nor too large."""
     if not isinstance(op, (Sense, SingleCoil)):
         raise TypeError(f"op must be a Sense or SingleCoil operator, got {type(op).__name__}")
     if not isinstance(y, torch.Tensor) or not y.is_complex():
         raise TypeError("y (the measured k-space) must be a complex tensor")
     if op.mask is None or not op.mask.binary:
         raise ValueError("posterior sampling needs a 0/1 sampling mask on the operator")
+    _check_devices(y, op)
     ndim = op.ndim
     if isinstance(op, Sense):
         maps = op.maps
@@ -57,18 +84,36 @@ def check_problem(y: torch.Tensor, op: Sense | SingleCoil, noise_std: float = 0.
     elif y.dim() != ndim + 1:
         raise ValueError(f"single-coil y must be (batch, *spatial) with {ndim} spatial dimensions, "
                          f"got {tuple(y.shape)}")
+    if y.numel() == 0:
+        raise ValueError(f"y (the measured k-space) is empty: shape {tuple(y.shape)}")
     try:
         torch.broadcast_shapes(op.mask.mask.shape, y.shape)
     except RuntimeError:
         raise ValueError(f"the mask of shape {tuple(op.mask.mask.shape)} does not fit k-space of shape "
                          f"{tuple(y.shape)}") from None
-    if not all_finite(y):
-        raise ValueError("y (the measured k-space) contains NaN or Inf")
+    check_values(y)
     if not bool((y != 0).any()):
         raise ValueError("y (the measured k-space) is all zeros")
     if not math.isfinite(noise_std) or noise_std < 0:
         raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
     return ps.Problem(y, op, float(noise_std))
+
+
+def check_schedule_options(schedule: DiscreteSchedule, steps: int | None, warm_start: object,
+                           t_start: int | None) -> None:
+    """Refuses steps < 1 (0 would silently run the default), a t_start outside the schedule, a warm
+    start without t_start and a t_start without a warm start (pure noise at t_start is no sampler)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer (None: the method's default), got {steps!r}")
+    if warm_start is not None and t_start is None:
+        raise ValueError("a warm start (init) needs t_start, the timestep to start from")
+    if t_start is None:
+        return
+    if warm_start is None:
+        raise ValueError("t_start needs a warm start ('zero_filled', 'cg' or an image) to noise to that timestep")
+    n = schedule.num_train_timesteps
+    if isinstance(t_start, bool) or not isinstance(t_start, int) or not 0 <= t_start < n:
+        raise ValueError(f"t_start must be an integer timestep in [0, {n - 1}], got {t_start!r}")
 
 
 def _repeat(problem: ps.Problem, n: int) -> ps.Problem:
@@ -158,6 +203,7 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    check_schedule_options(schedule, steps, warm_start, t_start)
     tic = time.perf_counter()
     problem = check_problem(y, op, noise_std)
     scales = None
@@ -168,8 +214,6 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
             problem = ps.Problem(problem.y / scales[:, None, None], problem.op, problem.noise_std)
     init = _warm_start(problem, warm_start)
     problem = _repeat(problem, samples)
-    if init is not None and t_start is None:
-        raise ValueError("a warm start (init) needs t_start, the timestep to start from")
     ts = ps.timesteps(schedule, steps or DEFAULT_STEPS[method], t_start)
     shape = (problem.y.shape[0], *problem.y.shape[-op.ndim:])
     counted = ps.CountingModel(model)
@@ -232,8 +276,23 @@ def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, me
 
 
 def _warm_start(problem: ps.Problem, warm_start: str | torch.Tensor | None) -> torch.Tensor | None:
-    if warm_start is None or isinstance(warm_start, torch.Tensor):
-        return warm_start
+    """The starting image of a warm start: made from y, or a given (batch, *spatial) finite image on
+    y's device (checked here, before the samples are stacked, so its shape is named as given)."""
+    if warm_start is None:
+        return None
+    if isinstance(warm_start, torch.Tensor):
+        y = problem.y
+        want = (y.shape[0], *y.shape[-problem.op.ndim:])
+        if not (warm_start.is_complex() or warm_start.is_floating_point()):
+            raise ValueError(f"the warm-start image must be a complex or real image, got {warm_start.dtype}")
+        if tuple(warm_start.shape) != want:
+            raise ValueError(f"the warm-start image must have shape {want} (batch, *spatial), "
+                             f"got {tuple(warm_start.shape)}")
+        if warm_start.is_meta or warm_start.device != y.device:
+            raise ValueError(f"the warm-start image must hold data on {y.device}, got a tensor on {warm_start.device}")
+        if not all_finite(warm_start):
+            raise ValueError("the warm-start image contains NaN or Inf")
+        return warm_start.to(y.dtype)
     if warm_start == "zero_filled":
         return zero_filled(problem.y, problem.op)
     if warm_start == "cg":
