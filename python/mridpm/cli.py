@@ -1,4 +1,6 @@
-"""The mridpm command."""
+"""The mridpm command. Every option is checked as it is parsed and every output path before any
+work starts (exit 2 and one line when something is wrong); a command writes all its outputs at the
+end, together, or none of them."""
 
 from __future__ import annotations
 
@@ -7,76 +9,107 @@ import json
 import sys
 from collections.abc import Sequence
 
+from mridpm import _args as a
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `mridpm`; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="mridpm", description="Diffusion probabilistic models for MRI.")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = a.Parser(prog="mridpm", description="Diffusion probabilistic models for MRI.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="versions, built backends and visible devices")
     p_info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p_sim = sub.add_parser("simulate", help="write simulated multi-coil brain volumes as fastMRI HDF5 files")
-    p_sim.add_argument("--out", required=True, help="output directory")
-    p_sim.add_argument("--volumes", type=int, default=4)
-    p_sim.add_argument("--contrast", choices=["T1", "T2", "PD"], default="T1")
-    p_sim.add_argument("--coils", type=int, default=8)
-    p_sim.add_argument("--slices", type=int, default=8, help="axial slices per volume")
-    p_sim.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
-    p_sim.add_argument("--noise", type=float, default=0.002, help="k-space noise std, relative to its maximum")
-    p_sim.add_argument("--seed", type=int, default=0)
-    p_train = sub.add_parser("train", help="train a diffusion model from a TOML or YAML configuration")
-    p_train.add_argument("config", help="the run configuration ([model], [data], [train])")
-    p_train.add_argument("--steps", type=int, help="override [train] steps")
-    p_train.add_argument("--out-dir", help="override [train] out_dir")
-    p_train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p_sample = sub.add_parser("sample", help="sample images from a bundled prior into a PNG grid")
-    p_sample.add_argument("--prior", default="brain64")
-    p_sample.add_argument("--n", type=int, default=16, help="number of images")
-    p_sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    p_sample.add_argument("--seed", type=int, default=0)
-    p_sample.add_argument("--out", required=True, help="PNG file")
-    p_rec = sub.add_parser("reconstruct", help="reconstruct undersampled fastMRI k-space with a diffusion prior")
-    p_rec.add_argument("input", help="fastMRI HDF5 file")
-    p_rec.add_argument("--out", required=True, help="output HDF5 file (NIfTI and PNG are written next to it)")
-    p_rec.add_argument("--method", default="dds",
-                       choices=["projection", "langevin", "pc", "pc-rss", "dps", "dds", "tv3d"],
-                       help="tv3d: the volume at once, DDS with TV along the slices")
-    p_rec.add_argument("--maps", help="HDF5 file with coil maps 'maps' (slices, coils, H, W) (default: ESPIRiT)")
-    p_rec.add_argument("--accel", type=float, help="undersample with a 1D random mask (default: the file's mask)")
-    p_rec.add_argument("--center", type=float, help="center fraction (default 0.08 at 4x, 0.04 at 8x)")
-    p_rec.add_argument("--samples", type=int, default=4, help="posterior samples (mean and std)")
-    p_rec.add_argument("--steps", type=int, help="sampler steps (default: the method's)")
-    p_rec.add_argument("--noise-std", type=float,
-                       help="k-space noise std per real part (default: estimated from the outer k-space rows)")
-    p_rec.add_argument("--warm-start", choices=["zero_filled", "cg"],
-                       help="start the reverse process at --t-start from this reconstruction, noised")
-    p_rec.add_argument("--t-start", type=int, help="the timestep a warm start begins at (e.g. 400 of 1000)")
-    p_rec.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
-    p_rec.add_argument("--seed", type=int, default=0)
-    p_eval = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
-    p_eval.add_argument("--methods", default="projection,langevin,pc,pc-rss,dps,dds")
-    p_eval.add_argument("--accels", default="4,8")
-    p_eval.add_argument("--slices", type=int, help="number of held-out slices (default: all)")
-    p_eval.add_argument("--samples", type=int, default=1)
-    p_eval.add_argument("--prior", default="brain64c")
-    p_eval.add_argument("--seed", type=int, default=0)
-    p_eval.add_argument("--json", help="also write the rows to this JSON file")
-    p_demo = sub.add_parser("demo", help="simulate, undersample 8x and reconstruct brain slices with the bundled prior")
-    p_demo.add_argument("--out", default="demo.png", help="PNG figure")
-    p_demo.add_argument("--slices", type=int, default=4)
-    p_demo.add_argument("--samples", type=int, default=4)
-    p_demo.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("simulate", help="write simulated multi-coil brain volumes as fastMRI HDF5 files")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--volumes", type=a.positive, default=4)
+    p.add_argument("--contrast", choices=["T1", "T2", "PD"], default="T1")
+    p.add_argument("--coils", type=a.positive, default=8)
+    p.add_argument("--slices", type=a.positive, default=8, help="axial slices per volume")
+    p.add_argument("--size", type=a.integer(8), nargs=2, default=[256, 256], metavar=("H", "W"))
+    p.add_argument("--noise", type=a.real(0), default=0.002, help="k-space noise std, relative to its maximum")
+    _seed_and_overwrite(p)
+    p = sub.add_parser("train", help="train a diffusion model from a TOML or YAML configuration")
+    p.add_argument("config", help="the run configuration ([model], [data], [train])")
+    p.add_argument("--steps", type=a.positive, help="override [train] steps")
+    p.add_argument("--out-dir", help="override [train] out_dir")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resume-from", help="resume from this checkpoint of the run (e.g. step-00000400) "
+                                         "instead of the newest")
+    p = sub.add_parser("sample", help="sample images from a bundled prior into a PNG grid")
+    p.add_argument("--prior", default="brain64")
+    p.add_argument("--n", type=a.positive, default=16, help="number of images")
+    p.add_argument("--steps", type=a.positive, default=50, help="DDIM steps")
+    p.add_argument("--out", required=True, help="PNG file")
+    _seed_and_overwrite(p)
+    p = sub.add_parser("reconstruct", help="reconstruct undersampled fastMRI k-space with a diffusion prior")
+    p.add_argument("input", help="fastMRI HDF5 file")
+    p.add_argument("--out", required=True, help="output HDF5 file (NIfTI and PNG are written next to it)")
+    p.add_argument("--method", default="dds",
+                   choices=["projection", "langevin", "pc", "pc-rss", "dps", "dds", "tv3d"],
+                   help="tv3d: the volume at once, DDS with TV along the slices")
+    p.add_argument("--maps", help="HDF5 file with coil maps 'maps' (slices, coils, H, W) (default: ESPIRiT)")
+    p.add_argument("--accel", type=a.real(1, open_lo=True),
+                   help="undersample with a 1D random mask (default: the file's mask)")
+    p.add_argument("--center", type=a.real(0, 1, open_lo=True),
+                   help="center fraction (default 0.08 at 4x, 0.04 at 8x)")
+    p.add_argument("--samples", type=a.positive, default=4, help="posterior samples (mean and std)")
+    p.add_argument("--steps", type=a.positive, help="sampler steps (default: the method's)")
+    p.add_argument("--noise-std", type=a.real(0),
+                   help="k-space noise std per real part (default: estimated from the outer k-space rows)")
+    p.add_argument("--warm-start", choices=["zero_filled", "cg"],
+                   help="start the reverse process at --t-start from this reconstruction, noised")
+    p.add_argument("--t-start", type=a.integer(1), help="the timestep a warm start begins at (e.g. 400 of 1000)")
+    p.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
+    _seed_and_overwrite(p)
+    p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
+    p.add_argument("--methods", default="projection,langevin,pc,pc-rss,dps,dds")
+    p.add_argument("--accels", type=_accels, default=(4.0, 8.0), help="comma-separated accelerations (> 1)")
+    p.add_argument("--slices", type=a.positive, help="number of held-out slices (default: all)")
+    p.add_argument("--samples", type=a.positive, default=1)
+    p.add_argument("--prior", default="brain64c")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    _seed_and_overwrite(p)
+    p = sub.add_parser("demo", help="simulate, undersample 8x and reconstruct brain slices with the bundled prior")
+    p.add_argument("--out", default="demo.png", help="PNG figure")
+    p.add_argument("--slices", type=a.positive, default=4)
+    p.add_argument("--samples", type=a.positive, default=4)
+    _seed_and_overwrite(p)
     from mridpm.tasks.commands import add_parsers
 
-    add_parsers(sub)
-    args = parser.parse_args(argv)
+    add_parsers(sub, _seed_and_overwrite)
+    parser.commands = sub.choices  # type: ignore[attr-defined]
+    return parser
+
+
+def _seed_and_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=a.seed, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+
+
+def _accels(text: str) -> tuple[float, ...]:
+    return tuple(a.real(1, open_lo=True)(t) for t in text.split(","))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `mridpm`; returns the exit status (2: bad input or options, 130: interrupted)."""
+    parser = _parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the subcommand, like every other error about its options
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")  # type: ignore[attr-defined]
+    except SystemExit as stop:  # a bad option (2) or --help (0), already printed
+        return int(stop.code or 0)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
+    except (ValueError, OSError, MemoryError) as err:  # bad input: a message, not a traceback
         print(f"mridpm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mridpm {args.command}: interrupted; nothing half-written was left", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mridpm.data._atomic import all_or_none
+    from mridpm.data.paths import check_output_dir, check_outputs
     from mridpm.tasks.commands import TASKS
 
     if args.command in TASKS:
@@ -88,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
 
         written = reconstruct_file(args.input, args.out, method=args.method, accel=args.accel, center=args.center,
                                    samples=args.samples, steps=args.steps, seed=args.seed, prior=args.prior,
-                                   noise_std=args.noise_std, maps=args.maps,
+                                   noise_std=args.noise_std, maps=args.maps, overwrite=args.overwrite,
                                    **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start))
                                       if v is not None})
         for kind, path in written.items():
@@ -99,29 +132,36 @@ def _run(args: argparse.Namespace) -> int:
         from mridpm.tasks.recon_evaluation import TABLE_COLUMNS, TABLE_FORMATS, evaluate
         from mridpm.tasks.recon_figures import demo
 
-        if args.command == "demo":
-            rows = demo(args.out, slices=args.slices, samples=args.samples, seed=args.seed)
-            print(f"wrote {args.out}")
-        else:
-            rows = evaluate(tuple(float(a) for a in args.accels.split(",")), tuple(args.methods.split(",")),
-                            prior=args.prior, samples=args.samples, slices=args.slices, seed=args.seed)
-            if args.json:
-                from pathlib import Path
+        check_outputs([args.out] if args.command == "demo" else [args.json] if args.json else [],
+                      overwrite=args.overwrite)
+        with all_or_none():
+            if args.command == "demo":
+                rows = demo(args.out, slices=args.slices, samples=args.samples, seed=args.seed)
+                print(f"wrote {args.out}")
+            else:
+                rows = evaluate(args.accels, tuple(args.methods.split(",")), prior=args.prior, samples=args.samples,
+                                slices=args.slices, seed=args.seed)
+                if args.json:
+                    from mridpm.data._atomic import atomic_path
 
-                Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+                    with atomic_path(args.json, ".json") as tmp:
+                        tmp.write_text(json.dumps(rows, indent=2) + "\n")
         print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
 
     if args.command == "sample":
         import torch
 
+        from mridpm._memory import require, unet_bytes
         from mridpm.dpm import sample_ddim
         from mridpm.figures import grid, write_png
         from mridpm.nets.priors import load_prior
         from mridpm.ops import randn
         from mridpm.random import Generator
 
+        check_outputs([args.out], overwrite=args.overwrite)
         prior = load_prior(args.prior)
         size = prior.info["image_size"]
+        require(unet_bytes(prior.model.config, args.n, size), f"sampling --n {args.n} images")
         gen = Generator(args.seed)
         x = randn((args.n, prior.model.config.in_channels, *size), generator=gen)
         with torch.no_grad():
@@ -133,14 +173,19 @@ def _run(args: argparse.Namespace) -> int:
         from mridpm.train.run import run
 
         overrides = {k: v for k, v in (("steps", args.steps), ("out_dir", args.out_dir)) if v is not None}
-        state = run(args.config, overrides, args.device)
+        state = run(args.config, overrides, args.device, resume_from=args.resume_from)
         print(f"trained to step {state.step}")
 
     if args.command == "simulate":
-        from mridpm.data.phantom import simulate_dataset
+        from mridpm._memory import require
+        from mridpm.data.phantom import simulate_dataset, simulated_names
 
-        paths = simulate_dataset(args.out, args.volumes, args.contrast, args.coils, args.slices, tuple(args.size),
-                                 args.noise, seed=args.seed, progress=True)
+        h, w = args.size
+        check_output_dir(args.out, simulated_names(args.volumes, args.contrast, args.seed), overwrite=args.overwrite)
+        require(4 * 8 * (args.coils + 1) * args.slices * h * w, f"simulating {args.slices} slices of {h} x {w}")
+        with all_or_none():
+            paths = simulate_dataset(args.out, args.volumes, args.contrast, args.coils, args.slices, (h, w),
+                                     args.noise, seed=args.seed, progress=True)
         print(f"wrote {len(paths)} files to {args.out}")
 
     if args.command == "info":

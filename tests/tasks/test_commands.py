@@ -55,7 +55,7 @@ def test_superres_doubles_the_size(tmp_path):
     (["segment", "{d}/missing.nii.gz"], "no NIfTI file"),
     (["segment", "{d}/t1.nii.gz", "--model", "nonexistent"], "no bundled prior"),
     (["segment", "{d}/t1_motion_kspace.nii.gz"], "expected a real"),
-    (["anomaly", "{d}/t1.nii.gz", "--t", "5000"], "t_start"),
+    (["anomaly", "{d}/t1.nii.gz", "--t", "5000"], "--t: must be an integer in"),
     (["enhance", "inpaint", "{d}/t1.nii.gz"], "needs --mask"),
     (["enhance", "motion", "{d}/t1.nii.gz"], "complex single-coil|complex k-space"),
     (["generate", "--labels", "{d}/labels.nii.gz"], "conditioning channels"),

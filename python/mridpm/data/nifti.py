@@ -31,6 +31,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray]:
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel raises several types for corrupt files
         raise ValueError(f"{p} is not a readable NIfTI file: {err}") from None
+    if data.dtype.names is not None or data.dtype.kind not in "biufc":
+        raise ValueError(f"{p} holds {data.dtype} voxels (RGB or another compound type); give a grayscale image")
     dtype = np.complex64 if np.iscomplexobj(data) else np.float32
     return torch.from_numpy(np.ascontiguousarray(data.astype(dtype))), np.asarray(img.affine, dtype=np.float64)
 

@@ -255,6 +255,11 @@ def rss_target(kspace: torch.Tensor) -> torch.Tensor:
     return rss(ifft2c(kspace), dim=1)
 
 
+def simulated_names(volumes: int, contrast: str, seed: int) -> list[str]:
+    """The file names simulate_dataset gives its volumes."""
+    return [f"sim_{contrast.lower()}_{seed}_{v:04d}.h5" for v in range(volumes)]
+
+
 def simulate_dataset(out_dir: str | Path, volumes: int = 4, contrast: str = "T1", coils: int = 8,
                      slices: int = 8, shape: tuple[int, int] = (256, 256), noise: float = 0.002, jitter: float = 0.05,
                      seed: int = 0, progress: bool = False) -> list[Path]:
@@ -277,7 +282,7 @@ def simulate_dataset(out_dir: str | Path, volumes: int = 4, contrast: str = "T1"
             img = img.flip(-1)
         k, _, _ = simulate_multicoil(img, coils, noise, seed=int(rng.integers(2**31)))
         target = rss_target(k)
-        path = out / f"sim_{contrast.lower()}_{seed}_{v:04d}.h5"
+        path = out / simulated_names(v + 1, contrast, seed)[v]
         attrs = {"acquisition": f"SIM_SE_{contrast}", "patient_id": f"sim{seed}-{v}"}
         paths.append(write_fastmri(path, k, target, attrs=attrs))
     return paths

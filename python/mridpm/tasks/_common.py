@@ -91,10 +91,20 @@ def ddim(prior: Prior, x: torch.Tensor, timesteps: list[int], *, generator: Gene
          eta: float = 0.0, correct: Denoised | None = None, progress: bool = False, **model_kwargs: torch.Tensor
          ) -> torch.Tensor:
     """DDIM from x at timesteps[0] down to a clean sample with the prior's model (see ddim_step): the
-    prior's card given to dpm.sample_ddim."""
+    prior's card given to dpm.sample_ddim. Refuses a batch that would not fit in memory."""
+    check_memory(prior, x.shape[0], tuple(x.shape[2:]))
     return sample_ddim(prior.model, x, prior.schedule, timesteps=timesteps, generator=generator, progress=progress,
                        prediction=prior.prediction, eta=eta, clip=data_range(prior), model_kwargs=model_kwargs,
                        denoised=correct, direction="x0")
+
+
+def check_memory(prior: Prior, batch: int, shape: tuple[int, ...]) -> None:
+    """Refuses (ValueError with the estimate) sampling `batch` images of `shape` when one UNet pass
+    would not fit in the free memory of the prior's device."""
+    from mridpm._memory import require, unet_bytes
+
+    device = next(prior.model.parameters()).device
+    require(unet_bytes(prior.model.config, batch, shape), f"sampling {batch} images of {shape}", device)
 
 
 def to_unit(x: torch.Tensor, prior: Prior) -> torch.Tensor:

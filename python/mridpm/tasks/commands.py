@@ -5,65 +5,94 @@ its NIfTI outputs and a PNG figure of the first slice next to them."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "evaluate-tasks")
 
 
-def add_parsers(sub: Any) -> None:
-    """The task subcommands, added to the `mridpm` parser's subparsers."""
+def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The task subcommands, added to the `mridpm` parser's subparsers (seed_and_overwrite adds the
+    --seed and --overwrite options every writing command has)."""
+    from mridpm import _args as a
+
+    def common(p: argparse.ArgumentParser, steps: int) -> None:
+        p.add_argument("--steps", type=a.positive, default=steps, help="DDIM steps")
+        p.add_argument("--out", required=True, help="output NIfTI file (.nii or .nii.gz); a PNG is written next to it")
+        seed_and_overwrite(p)
+
     p = sub.add_parser("phantom", help="write held-out MNI152 slices (T1, T2, PD, labels, lesions) as NIfTI")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--z", type=int, nargs="+", default=[44, 124], help="axial slice positions (1 mm MNI grid)")
-    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--z", type=a.count, nargs="+", default=[44, 124], help="axial slice positions (1 mm MNI grid)")
+    p.add_argument("--size", type=a.integer(8), nargs=2, default=[64, 64], metavar=("H", "W"))
+    seed_and_overwrite(p)
     p = sub.add_parser("generate", help="generate images: unconditional, from a label map, or a volume slice by slice")
     p.add_argument("--prior", default="brain64", help="a bundled prior or a training run directory")
-    p.add_argument("--n", type=int, default=4, help="images (unconditional)")
+    p.add_argument("--n", type=a.positive, default=4, help="images (unconditional)")
     p.add_argument("--labels", help="NIfTI label map (H, W[, S]): synthesise images with these tissues")
-    p.add_argument("--depth", type=int, help="a volume of this many slices, each conditioned on the one before")
-    _common(p, steps=50)
+    p.add_argument("--depth", type=a.positive, help="a volume of this many slices, each conditioned on the one before")
+    common(p, steps=50)
     p = sub.add_parser("translate", help="translate source contrasts (NIfTI) to the model's target contrast")
     p.add_argument("sources", nargs="+", help="NIfTI images, one per source contrast, in the model's order")
     p.add_argument("--model", required=True, help="a translation model (training run directory or bundled name)")
-    p.add_argument("--samples", type=int, default=1)
-    _common(p, steps=50)
+    p.add_argument("--samples", type=a.positive, default=1)
+    common(p, steps=50)
     p = sub.add_parser("segment", help="GM/WM/CSF label maps of T1-weighted slices with a segmentation DPM")
     p.add_argument("input", help="NIfTI image")
     p.add_argument("--model", default="seg64")
-    p.add_argument("--samples", type=int, default=8, help="ensemble size (consensus and uncertainty)")
-    _common(p, steps=20)
+    p.add_argument("--samples", type=a.positive, default=8, help="ensemble size (consensus and uncertainty)")
+    common(p, steps=20)
     p = sub.add_parser("anomaly", help="anomaly maps by partial diffusion and DDIM (AnoDDPM)")
     p.add_argument("input", help="NIfTI image")
     p.add_argument("--prior", default="brain64")
-    p.add_argument("--t", type=int, default=400, help="the noise level (timestep of 1000) to diffuse to")
+    p.add_argument("--t", type=a.integer(1, 999), default=400, help="the noise level (timestep of 1000) to diffuse to")
     p.add_argument("--noise", choices=["gaussian", "simplex"], default="gaussian")
-    p.add_argument("--threshold", type=float, default=0.25, help="anomaly mask: score above this (image peak 1)")
-    _common(p, steps=25)
+    p.add_argument("--threshold", type=a.real(0), default=0.25, help="anomaly mask: score above this (image peak 1)")
+    common(p, steps=25)
     p = sub.add_parser("enhance", help="denoise, super-resolve, inpaint or motion-correct with a diffusion prior")
     p.add_argument("mode", choices=["denoise", "superres", "inpaint", "motion"])
     p.add_argument("input", help="NIfTI image (motion: NIfTI of complex single-coil k-space)")
     p.add_argument("--prior", default="brain64")
-    p.add_argument("--sigma", type=float, help="denoise: noise std, image peak 1 (default: estimated)")
-    p.add_argument("--factor", type=int, default=2, help="superres: the upsampling factor")
+    p.add_argument("--sigma", type=a.real(0, open_lo=True),
+                   help="denoise: noise std, image peak 1 (default: estimated)")
+    p.add_argument("--factor", type=a.positive, default=2, help="superres: the upsampling factor")
     p.add_argument("--mask", help="inpaint: NIfTI mask, nonzero where pixels are missing")
-    p.add_argument("--shots", type=int, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
-    p.add_argument("--samples", type=int, default=1)
-    _common(p, steps=50)
+    p.add_argument("--shots", type=a.positive, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
+    p.add_argument("--samples", type=a.positive, default=1)
+    common(p, steps=50)
     p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (and motion) "
                                               "against baselines on held-out simulated slices")
     p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
-    p.add_argument("--slices", type=int, help="held-out slices per task (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slices", type=a.positive, help="held-out slices per task (default: all)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--figure", help="also write a PNG of every task's first slice")
+    seed_and_overwrite(p)
 
 
-def _common(p: argparse.ArgumentParser, steps: int) -> None:
-    p.add_argument("--steps", type=int, default=steps, help="DDIM steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output NIfTI file (.nii or .nii.gz); a PNG is written next to it")
+PHANTOM_FILES = ("t1", "t2", "pd", "labels", "t1_lesion", "lesion_mask", "t1_motion_kspace")
+SUFFIXES = {"translate": ("_std",), "segment": ("_uncertainty",), "anomaly": ("_mask", "_healthy"),
+            "enhance": ("_std",)}  # the extra NIfTI files beside --out (_std only with --samples > 1)
+
+
+def outputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """(every file the task command will write, every file it reads), known from its options alone."""
+    inputs = [*getattr(args, "sources", []), *(getattr(args, k, None) or "" for k in ("input", "labels", "mask"))]
+    inputs = [i for i in inputs if i]
+    if args.command == "phantom":
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"the output directory {args.out} is an existing file; name a directory")
+        return [Path(args.out) / f"{n}.nii.gz" for n in PHANTOM_FILES], inputs
+    if args.command == "evaluate-tasks":
+        f = Path(args.figure) if args.figure else None
+        figures = [f.with_name(f"{f.stem}_{t}.png") for t in dict.fromkeys(args.tasks.split(","))] if f else []
+        return [*figures, *([Path(args.json)] if args.json else [])], inputs
+    if not args.out.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"--out must name a NIfTI file (.nii or .nii.gz), got {args.out}")
+    extra = [s for s in SUFFIXES.get(args.command, ()) if s != "_std" or args.samples > 1]
+    if args.command == "enhance" and args.mode == "motion":
+        extra = []
+    return [Path(args.out), *(_nifti_path(args.out, s) for s in extra), _png_path(args.out)], inputs
 
 
 def read_slices(path: str) -> tuple[Any, float, Any]:
@@ -74,35 +103,49 @@ def read_slices(path: str) -> tuple[Any, float, Any]:
     if vol.is_complex() or vol.dim() not in (2, 3):
         raise ValueError(f"{path}: expected a real (H, W) or (H, W, S) image, got {tuple(vol.shape)} {vol.dtype}")
     vol = vol if vol.dim() == 3 else vol[..., None]
+    if not bool(vol.isfinite().all()):
+        raise ValueError(f"{path}: the image contains NaN or Inf")
     peak = float(vol.abs().max())
-    if not peak > 0 or peak != peak:
-        raise ValueError(f"{path}: the image is empty, all zero or not finite")
+    if not peak > 0:
+        raise ValueError(f"{path}: the image is empty or all zero")
     return (vol.permute(2, 0, 1)[:, None] / peak).float(), peak, affine
+
+
+def _nifti_path(out: str, suffix: str = "", ext: str | None = None) -> Path:
+    """out with suffix before its .nii or .nii.gz extension (or with extension ext instead)."""
+    p = Path(out)
+    gz = p.name.endswith(".nii.gz")
+    stem = p.name[: -len(".nii.gz")] if gz else p.stem
+    return p.with_name(stem + suffix + (ext or (".nii.gz" if gz else ".nii")))
+
+
+def _png_path(out: str) -> Path:
+    return _nifti_path(out, ext=".png")
 
 
 def _write(out: str, slices: Any, affine: Any = None, suffix: str = "") -> Path:
     """Writes (S, H, W) slices as a NIfTI (H, W, S) at out (with suffix before the extension)."""
     from mridpm.data.nifti import write_nifti
 
-    p = Path(out)
-    if suffix:
-        stem = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem
-        p = p.with_name(stem + suffix + (".nii.gz" if p.name.endswith(".gz") else ".nii"))
-    return write_nifti(p, slices.permute(1, 2, 0).contiguous(), affine)
+    return write_nifti(_nifti_path(out, suffix), slices.permute(1, 2, 0).contiguous(), affine)
 
 
 def _figure(out: str, panels: list[tuple[str, Any]]) -> Path:
     from mridpm.figures import write_panels
 
-    stem = out[: -len(".nii.gz")] if out.endswith(".nii.gz") else str(Path(out).with_suffix(""))
-    return write_panels(stem + ".png", [(t, img.float()) for t, img in panels])
+    return write_panels(_png_path(out), [(t, img.float()) for t, img in panels])
 
 
 def run(args: argparse.Namespace) -> None:
-    """Runs the task subcommand args.command, printing what it wrote."""
-    if args.command not in ("evaluate-tasks", "phantom") and not args.out.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"--out must name a NIfTI file (.nii or .nii.gz), got {args.out}")
-    written = globals()["_" + args.command.replace("-", "_")](args)
+    """Runs the task subcommand args.command: checks its outputs, then computes, then writes them all
+    together (or none); prints what it wrote."""
+    from mridpm.data._atomic import all_or_none
+    from mridpm.data.paths import check_outputs
+
+    outs, inputs = outputs(args)
+    check_outputs(outs, inputs, overwrite=args.overwrite)
+    with all_or_none():
+        written = globals()["_" + args.command.replace("-", "_")](args)
     for path in written:
         print(f"wrote {path}")
 
@@ -122,7 +165,7 @@ def _phantom(args: argparse.Namespace) -> list[Path]:
     vols["t1_lesion"], vols["lesion_mask"] = lesion, mask.float()
     k = torch.stack([ph.motion_kspace(img, 8, [2, 5], seed=args.seed + i)[0] for i, img in enumerate(vols["t1"])])
     vols["t1_motion_kspace"] = k
-    return [write_nifti(out / f"{name}.nii.gz", v.permute(1, 2, 0).contiguous()) for name, v in vols.items()]
+    return [write_nifti(out / f"{name}.nii.gz", vols[name].permute(1, 2, 0).contiguous()) for name in PHANTOM_FILES]
 
 
 def _generate(args: argparse.Namespace) -> list[Path]:
@@ -243,9 +286,9 @@ def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:
 
     rows = evaluate_tasks(tuple(args.tasks.split(",")), slices=args.slices, seed=args.seed, figure=args.figure)
     print(format_rows(rows))
-    f = Path(args.figure) if args.figure else None
-    written = [f.with_name(f"{f.stem}_{t}.png") for t in dict.fromkeys(args.tasks.split(","))] if f else []
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        written.append(Path(args.json))
-    return written
+        from mridpm.data._atomic import atomic_path
+
+        with atomic_path(args.json, ".json") as tmp:
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    return outputs(args)[0]

@@ -21,6 +21,7 @@ from mridpm.random import Generator
 from mridpm.tasks._common import (
     as_prior,
     check_images,
+    check_memory,
     check_unit_images,
     data_range,
     ddim,
@@ -137,6 +138,9 @@ def super_resolve(prior: Prior | str | os.PathLike, low_k: torch.Tensor, factor:
         raise ValueError(f"low_k must be complex (N, C, h, w) k-space, got {getattr(low_k, 'shape', type(low_k))}")
     if not bool(torch.isfinite(torch.view_as_real(low_k)).all()) or not bool((low_k != 0).any()):
         raise ValueError("low_k must be finite and not all zero")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    check_memory(p, low_k.shape[0] * samples, tuple(n * factor for n in low_k.shape[-2:]))
     y = _pad(low_k, factor) * factor
     check_images(y.real, p, "the super-resolved images")
     device = next(p.model.parameters()).device
