@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "../dc.h"
+#include "threads.h"
 
 namespace mridpm {
 namespace {
@@ -86,6 +87,7 @@ int dc_cpu(const DcArgs& a) {
   if (status != kOk || a.batch == 0 || a.coils == 0 || a.n == 0) return status;
   // without the sign, lines are just a partition: use one "line" of the whole row when w does not divide n
   DcArgs v = a;
+  v.nthreads = cpu_threads(a.nthreads);
   if (!(v.flags & kSign) && v.n % v.w != 0) {
     v.w = v.n;
     v.h = 1;

@@ -24,8 +24,14 @@ int poisson_disc(std::int64_t h, std::int64_t w, const Buffer& radius, const Buf
   // no point of the grid lies farther than max(h, w) along either axis: a larger reach scans nothing more
   const std::int64_t side = h > w ? h : w;
   for (std::int64_t j = 0; j < n; ++j) {
-    const std::int64_t idx = ord[j], y = idx / w, x = idx % w;
+    // checked again as it is read: out may overlap order or radius, and then the marks written so far
+    // have changed them since the check above (an index rewritten that way once read and wrote far
+    // outside every buffer); such a call stops with an error, out partly written
+    const std::int64_t idx = ord[j];
+    if (idx < 0 || idx >= n) return kOutOfBounds;
     const float rad = r[idx];
+    if (!(rad >= 0.0f) || !std::isfinite(rad)) return kOutOfBounds;
+    const std::int64_t y = idx / w, x = idx % w;
     const float rad2 = rad * rad;  // inf for huge radii, as in the reference: every kept point is near
     const double up = std::ceil(static_cast<double>(rad));
     const std::int64_t reach = up >= static_cast<double>(side) ? side : static_cast<std::int64_t>(up);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "../step.h"
+#include "threads.h"
 
 namespace mridpm {
 namespace generic { void step(const StepArgs& a); }
@@ -38,6 +39,7 @@ int step_cpu(const StepArgs& args) {
   StepArgs a = args;  // the kernels draw from (seed, offset): resolve a run-time rng state once
   step_rng(args, &a.seed, &a.offset);
   a.rng = Buffer{};
+  a.nthreads = cpu_threads(args.nthreads);
   static const int isa = best_isa();
 #if defined(MRIDPM_X86)
   if (isa == kAvx512) {
