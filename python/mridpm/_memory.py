@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-_LIVE = 6  # activations of one level alive at once in a no-grad UNet pass (input, skip, two in a block, norms)
+_LIVE = 8  # activations of one level alive at once in a no-grad UNet pass (input, skip, block temporaries, norms)
 
 
 def available(device: str | torch.device = "cpu") -> int:
