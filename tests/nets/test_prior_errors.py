@@ -54,13 +54,13 @@ def test_a_good_tiny_prior_loads(bundle):
 def test_a_bad_description_is_refused(bundle):
     _tiny(bundle)
     (bundle / "tiny.json").write_text("[1, 2]")
-    _refused("tiny", f"prior description {bundle / 'tiny.json'} must be a JSON object, got list")
+    _refused("tiny", f"prior description {bundle / 'tiny.json'} is corrupt: expected a JSON object, got list")
     info = _tiny(bundle)
     del info["schedule"]
     (bundle / "tiny.json").write_text(json.dumps(info))
-    _refused("tiny", f"prior description {bundle / 'tiny.json'} has no 'schedule' entry")
+    _refused("tiny", f"prior description {bundle / 'tiny.json'} is corrupt: it has no 'schedule' entry")
     (bundle / "tiny.json").write_text("{")
-    with pytest.raises(ValueError, match=r"tiny.json is not readable JSON: "):
+    with pytest.raises(ValueError, match=r"tiny.json is missing or not readable JSON: "):
         priors.load_prior("tiny")
     _tiny(bundle, model={**CONFIG.to_dict(), "channels": -1})
     _refused("tiny", f"{bundle / 'tiny.json'} model channels must be an integer >= 1, got -1")

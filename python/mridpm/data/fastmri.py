@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from mridpm.data._atomic import atomic_path
+
+T = TypeVar("T")
 
 _NS = "http://www.ismrm.org/ISMRMRD"
 
@@ -47,13 +50,18 @@ def read_fastmri(path: str | os.PathLike, slices: slice | None = None) -> FastMR
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no fastMRI file at {p}")
+    return _reading(h5py, p, lambda f: _read_volume(h5py, f, p, slice(None) if slices is None else slices))
+
+
+def _reading(h5py: Any, p: Path, read: Callable[[Any], T]) -> T:
+    """read(the open HDF5 file p), h5py's errors for unreadable, damaged or truncated files as one line."""
     try:
         f = h5py.File(p, "r")
     except OSError as err:
         raise ValueError(f"{p} is not a readable HDF5 file: {err}") from None
     try:
         with f:
-            return _read_volume(h5py, f, p, slice(None) if slices is None else slices)
+            return read(f)
     except (OSError, KeyError, RuntimeError) as err:  # h5py's errors for damaged metadata or data
         raise ValueError(f"{p} is a corrupt HDF5 file (damaged or truncated): {str(err).strip(chr(39))}") from None
 
@@ -127,18 +135,15 @@ def read_maps(maps: str | os.PathLike | torch.Tensor | None, kspace: torch.Tenso
 def _read_maps_file(path: Path) -> torch.Tensor:
     """The 'maps' dataset of an HDF5 file, with clear errors for a missing, corrupt or misshapen file."""
     h5py = _h5py()
+
+    def read(f: Any) -> torch.Tensor:
+        d = h5_dataset(h5py, f, "maps", path)
+        if d is None:
+            raise ValueError(f"{path} has no 'maps' dataset (found {sorted(str(k) for k in f.keys())})")
+        return torch.from_numpy(d[()])
+
     try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5 file: {err}") from None
-    try:
-        with f:
-            d = h5_dataset(h5py, f, "maps", path)
-            if d is None:
-                raise ValueError(f"{path} has no 'maps' dataset (found {sorted(str(k) for k in f.keys())})")
-            return torch.from_numpy(d[()])
-    except (OSError, KeyError, RuntimeError) as err:
-        raise ValueError(f"{path} is a corrupt HDF5 file (damaged or truncated): {str(err).strip(chr(39))}") from None
+        return _reading(h5py, path, read)
     except TypeError as err:  # a dtype numpy cannot hold (e.g. a compound type)
         raise ValueError(f"{path}: 'maps' has an unreadable type: {err}") from None
 

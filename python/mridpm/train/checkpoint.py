@@ -81,6 +81,21 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
+def read_json_object(path: Path, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object in path with every one of keys; ValueError naming `what`, the file and the
+    problem (unreadable, not an object, a key missing) in one line."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what} {path} is missing or not readable JSON: {_first_line(err)}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path} is corrupt: expected a JSON object, got {type(obj).__name__}")
+    for key in keys:
+        if key not in obj:
+            raise ValueError(f"{what} {path} is corrupt: it has no {key!r} entry")
+    return obj
+
+
 def state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
     """None when given has exactly expected's keys and shapes, else one line naming the first difference."""
     missing = [k for k in expected if k not in given]
@@ -176,15 +191,7 @@ def _latest_name(d: Path) -> str:
 def _read(d: Path, name: str, keys: tuple[str, ...], groups: tuple[str, ...]) -> Checkpoint:
     """The checkpoint `name` of d, every part checked; ValueError with a one-line reason when it is not valid."""
     meta_path = d / f"{name}.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint {meta_path} is missing or corrupt: {_first_line(err)}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"checkpoint {meta_path} is corrupt: expected a JSON object, got {type(meta).__name__}")
-    for key in (*_CORE_KEYS, *keys):
-        if key not in meta:
-            raise ValueError(f"checkpoint {meta_path} is corrupt: it has no {key!r} entry")
+    meta = read_json_object(meta_path, "checkpoint", (*_CORE_KEYS, *keys))
     if isinstance(meta["step"], bool) or not isinstance(meta["step"], int) or not isinstance(meta["sha256"], str):
         raise ValueError(f"checkpoint {meta_path} is corrupt: 'step' must be an integer and 'sha256' a string")
     if not is_plain_file_name(meta["tensors"]):

@@ -69,16 +69,9 @@ def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device =
 
 def _read_info(meta_path: Path) -> dict[str, Any]:
     """A prior's description, checked for the entries loading needs."""
-    try:
-        info = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"prior description {meta_path} is not readable JSON: {str(err).splitlines()[0]}") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"prior description {meta_path} must be a JSON object, got {type(info).__name__}")
-    for key in _INFO_KEYS:
-        if key not in info:
-            raise ValueError(f"prior description {meta_path} has no {key!r} entry")
-    return info
+    from mridpm.train.checkpoint import read_json_object
+
+    return read_json_object(meta_path, "prior description", _INFO_KEYS)
 
 
 def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str | torch.device, source: str) -> Prior:
