@@ -15,7 +15,7 @@ CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml")) + sorted(
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_data_and_model(path):
     cfg = load_config(path)
-    x, c = training_data({**cfg["data"], "size": [16, 16]})
+    x, c = training_data({**cfg["data"], "size": [16, 16], **({"patch": 16} if "patch" in cfg["data"] else {})})
     model = UNetConfig.from_dict(cfg["model"])
     assert x.shape[1] == model.in_channels and x.shape[0] > 0
     assert (c is None and model.cond_channels == 0) or c.shape[1] == model.cond_channels

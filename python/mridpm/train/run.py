@@ -12,6 +12,7 @@
     complex = false             # true: complex slices with random smooth phases, 2 channels (re, im)
     copies = 1                  # complex: draws of tissue jitter and phase per slice
     # source = "fastmri"; path = "dir" reads reconstruction_rss targets from fastMRI files
+    # source = "heads": n complex synthetic head slices of size [H, W] cropped to patch x patch (seed)
     # conditional models (phantom source): what is generated and what it is conditioned on, each a
     # contrast (T1, T2, PD), "labels" (background/CSF/GM/WM one-hot) or, as a condition, "previous"
     # (the target slice_step mm below, for slice-by-slice volumes)
@@ -181,7 +182,8 @@ def training_data(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | No
 
 def training_images(data: dict[str, Any]) -> torch.Tensor:
     """(N, C, H, W) training images in [-1, 1] from the [data] table: magnitude (C = 1, background -1)
-    or, with complex = true, real and imaginary parts (C = 2, background 0)."""
+    or, with complex = true or source = "heads", real and imaginary parts (C = 2, background 0; heads: the
+    magnitude's 99th percentile 1, clipped at 1.5)."""
     source = data.get("source", "phantom")
     if source == "phantom":
         from mridpm.data.phantom import brain_slices
@@ -197,6 +199,10 @@ def training_images(data: dict[str, Any]) -> torch.Tensor:
         imgs = brain_slices(data.get("contrast", "T1"), zs, size)  # type: ignore[arg-type]
         if data.get("flip", True):
             imgs = torch.cat([imgs, imgs.flip(-1)])
+    elif source == "heads":  # synthetic complex heads, random patch crops (mridpm.data.heads)
+        from mridpm.data.heads import training_patches
+
+        return training_patches(data)
     elif source == "fastmri":
         from mridpm.data.fastmri import read_fastmri
 
@@ -208,7 +214,7 @@ def training_images(data: dict[str, Any]) -> torch.Tensor:
             raise ValueError("fastMRI files without a reconstruction target cannot train an image prior")
         imgs = torch.cat([v / v.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12) for v in vols])  # type: ignore[misc]
     else:
-        raise ValueError(f"unknown data source {source!r}; use 'phantom' or 'fastmri'")
+        raise ValueError(f"unknown data source {source!r}; use 'phantom', 'heads' or 'fastmri'")
     return (imgs[:, None] * 2 - 1).float()
 
 
