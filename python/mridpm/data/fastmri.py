@@ -152,7 +152,8 @@ def write_fastmri(path: str | os.PathLike, kspace: torch.Tensor, target: torch.T
                   header: str | None = None, attrs: dict[str, Any] | None = None,
                   mask: torch.Tensor | None = None) -> Path:
     """Writes a fastMRI file atomically. kspace (slices, [coils,] H, W) complex; target (slices, h, w)
-    goes to reconstruction_rss (multi-coil) or reconstruction_esc; a header is made when none is given."""
+    goes to reconstruction_rss (multi-coil) or reconstruction_esc; a header is made when none is given;
+    a line mask is stored as fastMRI's (W,), a 2D one as (H, W) or (slices, H, W)."""
     h5py = _h5py()
     if not isinstance(kspace, torch.Tensor) or not kspace.is_complex() or kspace.dim() not in (3, 4):
         raise ValueError("kspace must be a complex (slices, [coils,] H, W) tensor")
@@ -174,10 +175,23 @@ def write_fastmri(path: str | os.PathLike, kspace: torch.Tensor, target: torch.T
             f.create_dataset(name, data=target.detach().cpu().to(torch.float32).numpy())
         f.create_dataset("ismrmrd_header", data=np.bytes_(header.encode()))
         if mask is not None:
-            f.create_dataset("mask", data=mask.detach().cpu().to(torch.float32).numpy().reshape(-1))
+            f.create_dataset("mask", data=_mask_to_store(mask))
         for k, v in attrs.items():
             f.attrs[k] = v
     return Path(path)
+
+
+def _mask_to_store(mask: torch.Tensor) -> np.ndarray:
+    """A mask as stored: lines (ones but along the last axis) as fastMRI's (W,), a 2D mask with its
+    coil axis of one and leading ones dropped ((slices, 1, H, W) -> (slices, H, W), (1, 1, H, W) -> (H, W))."""
+    m = mask.detach().cpu().to(torch.float32)
+    if all(n == 1 for n in m.shape[:-1]):
+        return m.numpy().reshape(-1)
+    if m.dim() == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    return m.numpy()
 
 
 def ismrmrd_header(encoded: tuple[int, int], recon: tuple[int, int], fov_mm: tuple[float, float] = (220.0, 220.0),

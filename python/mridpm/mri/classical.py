@@ -8,6 +8,7 @@ import math
 import torch
 
 from mridpm.mri.dc import _check_measurements, conjugate_gradient
+from mridpm.mri.espirit import resize_center
 from mridpm.mri.operators import Sense, SingleCoil
 
 
@@ -64,20 +65,28 @@ def l1_wavelet(y: torch.Tensor, op: Sense | SingleCoil, lam: float, *, iters: in
                step: float | None = None) -> torch.Tensor:
     """argmin_x 0.5 ||A x - y||^2 + lam ||W x||_1 by FISTA (Beck & Teboulle 2009), W the orthonormal Haar
     transform (the coarsest band is not penalised); step 1 / ||A^H A|| (estimated by power iteration
-    when not given). Image sizes must be divisible by 2^levels."""
+    when not given). Any image size: W acts on the image zero-padded (centered) to sides divisible by
+    2^levels, the data term on the operator's own size, and the result is cropped back."""
     x0 = op.adjoint(y)
     _check_measurements(op, x0, y)
     if not math.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be finite and >= 0, got {lam}")
-    h, w = x0.shape[-2:]
-    if h % (1 << levels) or w % (1 << levels):
-        raise ValueError(f"image size {(h, w)} must be divisible by 2^levels = {1 << levels}")
+    size = tuple(x0.shape[-2:])
+    big = tuple(-(-n // (1 << levels)) * (1 << levels) for n in size)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return x if big == size else resize_center(x, big)
+
+    def crop(x: torch.Tensor) -> torch.Tensor:
+        return x if big == size else resize_center(x, size)
+
     if step is None:
         step = 1.0 / _max_eig(op, x0)
-    coarse = (..., slice(0, h >> levels), slice(0, w >> levels))
-    x, z, t = x0, x0, 1.0
+    coarse = (..., slice(0, big[0] >> levels), slice(0, big[1] >> levels))
+    x = z = pad(x0)
+    t = 1.0
     for _ in range(iters):
-        g = z - step * op.adjoint(op.forward(z) - y)
+        g = z - step * pad(op.adjoint(op.forward(crop(z)) - y))
         c = haar(g, levels)
         kept = c[coarse].clone()
         c = _soft(c, step * lam)
@@ -86,7 +95,7 @@ def l1_wavelet(y: torch.Tensor, op: Sense | SingleCoil, lam: float, *, iters: in
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         z = x_new + ((t - 1) / t_new) * (x_new - x)
         x, t = x_new, t_new
-    return x
+    return crop(x)
 
 
 def _max_eig(op: Sense | SingleCoil, like: torch.Tensor, iters: int = 30) -> float:

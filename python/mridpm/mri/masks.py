@@ -1,8 +1,9 @@
 """Undersampling masks. The fastMRI classes draw exactly what fastMRI's own draw for a seed (same
 NumPy RandomState calls in the same order, same line counts and center placement); the others
-(variable-density Gaussian 1D, uniform random 2D, Poisson-disc 2D) hit their acceleration exactly.
-Masks are float32 0/1 tensors; `acceleration` reports what a mask really achieves; `line_mask` and
-`file_mask` give the (1, 1, 1, W) line masks the reconstruction of files and the evaluation apply."""
+(variable-density Gaussian 1D, and from masks2d uniform random 2D and Poisson-disc 2D) hit their
+acceleration exactly. Masks are float32 0/1 tensors; `acceleration` reports what a mask really
+achieves; `line_mask` gives the evaluation's line masks and `file_mask` the masks (lines or 2D) that
+the reconstruction of files applies."""
 
 from __future__ import annotations
 
@@ -13,6 +14,26 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from mridpm.mri.masks2d import (
+    MASK_KINDS,
+    _check_accel,
+    acs_square,
+    as_lines,
+    check_mask_kind,
+    dart_throw,
+    dart_throw_reference,
+    measured,
+    plane_mask,
+    poisson_disc_2d,
+    stored_plane,
+    uniform_random_2d,
+)
+
+__all__ = ["MASK_KINDS", "EquiSpacedMaskFunc", "EquispacedMaskFractionFunc", "MaskFunc", "RandomMaskFunc",
+           "acceleration", "acs_lines", "acs_square", "check_line_options", "check_mask_kind", "dart_throw",
+           "dart_throw_reference", "default_center", "file_mask", "gaussian_lines", "line_mask",
+           "poisson_disc_2d", "uniform_random_2d"]
 
 
 @contextlib.contextmanager
@@ -109,16 +130,6 @@ class EquispacedMaskFractionFunc(MaskFunc):
         return mask
 
 
-def _check_accel(acceleration: float, center: int, total: int) -> int:
-    if not math.isfinite(acceleration) or acceleration < 1:
-        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
-    target = round(total / acceleration)
-    if target < center:
-        raise ValueError(f"acceleration {acceleration} keeps {target} of {total} samples, fewer than the "
-                         f"{center} of the fully sampled center")
-    return target
-
-
 def gaussian_lines(width: int, acceleration: float, center_fraction: float = 0.08, std_fraction: float = 0.25,
                    seed: int | None = None) -> torch.Tensor:
     """1D variable density: the center lines plus lines drawn without replacement with Gaussian
@@ -132,96 +143,6 @@ def gaussian_lines(width: int, acceleration: float, center_fraction: float = 0.0
     pick = rng.choice(rest, size=target - num_low, replace=False, p=weights / weights.sum())
     mask[pick] = 1
     return torch.from_numpy(mask)
-
-
-def uniform_random_2d(shape: tuple[int, int], acceleration: float, calib: int = 0,
-                      seed: int | None = None) -> torch.Tensor:
-    """Points drawn uniformly without replacement plus a calib x calib center block; exactly
-    round(H W / acceleration) samples; shape (H, W)."""
-    h, w = shape
-    mask = _center_block(h, w, calib)
-    target = _check_accel(acceleration, int(mask.sum()), h * w)
-    rest = np.flatnonzero(mask.reshape(-1) == 0)
-    pick = np.random.default_rng(seed).choice(rest, size=target - int(mask.sum()), replace=False)
-    mask.reshape(-1)[pick] = 1
-    return torch.from_numpy(mask)
-
-
-def _center_block(h: int, w: int, calib: int) -> np.ndarray:
-    mask = np.zeros((h, w), dtype=np.float32)
-    if calib > 0:
-        if calib > min(h, w):
-            raise ValueError(f"calib {calib} exceeds the k-space size {(h, w)}")
-        r0, c0 = (h - calib + 1) // 2, (w - calib + 1) // 2
-        mask[r0 : r0 + calib, c0 : c0 + calib] = 1
-    return mask
-
-
-def poisson_disc_2d(shape: tuple[int, int], acceleration: float, calib: int = 0, seed: int | None = None,
-                    tol: float = 0.02, max_tries: int = 40) -> torch.Tensor:
-    """Variable-density Poisson-disc sampling of a (H, W) k-space plane (for 3D Cartesian phase
-    encoding): dart throwing in a random order, each point's exclusion radius growing away from
-    the center (scale * (1 + |k|) in units where the edges lie at |k| = 1), plus a calib x calib
-    center block; the scale is bisected until the acceleration is within tol of the target. Where
-    the radius falls below one pixel (the very center at high sampling rates) every point is kept."""
-    h, w = shape
-    base = _center_block(h, w, calib)
-    _check_accel(acceleration, int(base.sum()), h * w)
-    ky, kx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    shape_r = (1.0 + np.sqrt(ky * ky + kx * kx)).astype(np.float32).reshape(-1)
-    order = np.random.default_rng(seed).permutation(h * w).astype(np.int64)
-    def throw(scale: float) -> tuple[np.ndarray, float]:
-        mask = np.maximum(base, dart_throw(h, w, (scale * shape_r).astype(np.float32), order).reshape(h, w))
-        return mask, h * w / mask.sum()
-
-    lo, hi = 0.0, math.sqrt(acceleration)  # a radius near sqrt(R) pixels keeps about one point in R
-    while throw(hi)[1] < acceleration and hi < max(h, w):
-        lo, hi = hi, 2 * hi
-    best, best_err = base, math.inf
-    for _ in range(max_tries):
-        scale = 0.5 * (lo + hi)
-        mask, achieved = throw(scale)
-        if abs(achieved - acceleration) < best_err:
-            best, best_err = mask, abs(achieved - acceleration)
-        if best_err <= tol * acceleration:
-            break
-        lo, hi = (scale, hi) if achieved < acceleration else (lo, scale)
-    return torch.from_numpy(best.astype(np.float32))
-
-
-def dart_throw(h: int, w: int, radius: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Keeps each candidate (in `order`) unless a kept point lies strictly within its radius; uint8 (h * w,).
-    The compiled kernel when built, else the same loop in Python."""
-    from mridpm import _ext
-
-    radius = np.ascontiguousarray(radius, dtype=np.float32)
-    order = np.ascontiguousarray(order, dtype=np.int64)
-    bad = ~(np.isfinite(radius) & (radius >= 0))
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"dart_throw: every radius must be finite and non-negative; radius[{j}] is {radius[j]}")
-    out = np.zeros(h * w, dtype=np.uint8)
-    ext = _ext.extension()
-    if ext is not None:
-        ext.poisson_disc(h, w, (radius.ctypes.data, radius.size), (order.ctypes.data, order.size),
-                         (out.ctypes.data, out.size))
-        return out
-    return dart_throw_reference(h, w, radius, order)
-
-
-def dart_throw_reference(h: int, w: int, radius: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """dart_throw in plain Python: the ground truth of the compiled kernel."""
-    kept = np.zeros((h, w), dtype=np.uint8)
-    for idx in order:
-        y, x = divmod(int(idx), w)
-        r = float(radius[idx])
-        reach = math.ceil(r)
-        ys, xs = slice(max(y - reach, 0), min(y + reach + 1, h)), slice(max(x - reach, 0), min(x + reach + 1, w))
-        py, px = np.nonzero(kept[ys, xs])
-        d2 = (py + ys.start - y) ** 2 + (px + xs.start - x) ** 2
-        if not np.any(d2.astype(np.float32) < np.float32(r) * np.float32(r)):
-            kept[y, x] = 1
-    return kept.reshape(-1)
 
 
 def acceleration(mask: torch.Tensor, shape: Sequence[int] | None = None) -> float:
@@ -276,18 +197,21 @@ def check_line_options(accel: float | None, center: float | None) -> None:
 
 
 def file_mask(kspace: torch.Tensor, stored: torch.Tensor | None, accel: float | None, center: float | None,
-              seed: int) -> torch.Tensor:
-    """The (1, 1, 1, W) line mask to apply to a file's k-space (..., W): made for accel, else the
-    file's own (which must be finite and 0/1, so a damaged mask is not read as fully sampled), else
-    its sampled columns."""
+              seed: int, kind: str = "lines") -> torch.Tensor:
+    """The mask to apply to a file's k-space (slices, [coils,] H, W), so that unmeasured k-space is never
+    read as measured zeros: made for accel (kind 'lines': (1, 1, 1, W); 'poisson' or 'random': (1, 1, H,
+    W)), else the file's own ((W,), (H, W) or (slices, H, W); finite and 0/1, so a damaged mask is not
+    read as fully sampled), else the locations where any coil holds data; a stored or inferred
+    pattern is (1 or slices, 1, H, W), or (1 or slices, 1, 1, W) when it is exactly lines."""
     check_line_options(accel, center)
-    width = kspace.shape[-1]
+    check_mask_kind(kind, accel)
+    h, width = kspace.shape[-2:]
     if accel is not None:
-        return line_mask(width, accel, center, seed)
+        if kind == "lines":
+            return line_mask(width, accel, center, seed)
+        return plane_mask(kind, (h, width), accel, default_center(accel) if center is None else center, seed)
     if stored is not None:
-        m = stored.reshape(-1)
-        if m.numel() != width:
-            raise ValueError(f"the file's mask has width {m.numel()} but its k-space {width}")
+        m = stored_plane(stored, tuple(kspace.shape))
         if not bool(torch.isfinite(m).all()):
             raise ValueError("the file's mask contains NaN or Inf; repair the file or give --accel")
         if not bool(((m == 0) | (m == 1)).all()):
@@ -295,8 +219,8 @@ def file_mask(kspace: torch.Tensor, stored: torch.Tensor | None, accel: float | 
             raise ValueError(f"the file's mask must hold only 0 and 1, found {bad}; repair the file or give --accel")
         if not bool((m != 0).any()):
             raise ValueError("the file's mask samples no k-space line")
-        return (m != 0).float().reshape(1, 1, 1, width)
-    sampled = (kspace.abs().reshape(-1, width).sum(0) > 0).float()
+        return as_lines((m != 0).float())
+    sampled = as_lines(measured(kspace))
     if bool(sampled.all()):
         raise ValueError("the k-space is fully sampled and the file has no mask: give --accel to undersample it")
-    return sampled.reshape(1, 1, 1, width)
+    return sampled

@@ -12,13 +12,13 @@ import torch
 from mridpm.mri.classical import cg_sense, l1_wavelet, zero_filled
 from mridpm.mri.metrics import nmse, psnr, ssim
 from mridpm.mri.operators import Sense, SingleCoil
-from mridpm.tasks.reconstruction import estimate_scale
+from mridpm.tasks.recon_scale import estimate_scale
 
 
 @dataclass
 class Baselines:
     """The classical reconstructions' settings (CG iterations, L1-wavelet weight relative to the
-    image peak) and how to run them."""
+    image scale, recon_scale.estimate_scale) and how to run them."""
 
     cg_iters: int = 10
     l1_lam: float = 0.003
@@ -53,9 +53,14 @@ def tune_baselines(x: torch.Tensor, y: torch.Tensor, op: Sense) -> Baselines:
 
 
 def estimate_noise_std(y: torch.Tensor, mask: torch.Tensor, rows: int = 4) -> float:
-    """The k-space noise std per real part from the outermost `rows` rows of the sampled lines (high
-    frequencies, mostly noise): 1.4826 times the median absolute real and imaginary value."""
-    cols = mask.reshape(-1) != 0
-    edge = torch.cat([y[..., :rows, :], y[..., -rows:, :]], -2)[..., cols]
-    values = torch.view_as_real(edge).abs().flatten()
+    """The k-space noise std per real part from the measured samples in the outermost `rows` rows
+    (high frequencies, mostly noise) of lines or of any 2D mask broadcastable to y (extra leading
+    ones dropped): 1.4826 times the median absolute real and imaginary value."""
+    m = mask != 0
+    while m.dim() > y.dim() and m.shape[0] == 1:
+        m = m[0]
+    m = torch.broadcast_to(m.to(y.device), y.shape)
+    edge = torch.cat([y[..., :rows, :], y[..., -rows:, :]], -2)
+    measured = torch.cat([m[..., :rows, :], m[..., -rows:, :]], -2)
+    values = torch.view_as_real(edge[measured]).abs().flatten()
     return float(1.4826 * values.median()) if values.numel() else 0.0

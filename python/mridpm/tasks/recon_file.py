@@ -17,12 +17,14 @@ import torch
 
 from mridpm.data.fastmri import read_maps
 from mridpm.mri.classical import cg_sense, zero_filled
-from mridpm.mri.masks import acs_lines, check_line_options, file_mask
+from mridpm.mri.masks import acs_square, check_line_options, check_mask_kind, file_mask
 from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.random import Generator
 from mridpm.tasks.recon_baselines import estimate_noise_std
 from mridpm.tasks.recon_figures import file_figure
-from mridpm.tasks.reconstruction import METHODS, check_schedule_options, check_values, image_scale, reconstruct_prior
+from mridpm.tasks.recon_padding import padded_size, unet_factor
+from mridpm.tasks.recon_scale import image_scale
+from mridpm.tasks.reconstruction import METHODS, check_schedule_options, check_values, reconstruct_prior
 
 PRIOR_METHODS = tuple(m for m in METHODS if m != "kspace")  # what an unconditional 2D prior runs
 NAMES = ("mean", "std", "zero_filled", "cg")  # the magnitude volumes kept per slice
@@ -42,18 +44,21 @@ def output_paths(out: str | os.PathLike) -> dict[str, Path]:
 
 
 def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method: str = "dds",
-                     accel: float | None = None, center: float | None = None, samples: int = 4,
-                     steps: int | None = None, seed: int = 0, prior: str = "brain64c",
+                     accel: float | None = None, center: float | None = None, mask_kind: str = "lines",
+                     samples: int = 4, steps: int | None = None, seed: int = 0, prior: str = "brain64c",
                      noise_std: float | None = None, maps: str | os.PathLike | torch.Tensor | None = None,
                      progress: bool = True, overwrite: bool = False, **options: Any) -> dict[str, Path]:
     """Reconstructs every slice of a fastMRI file and writes out (HDF5: reconstruction, uncertainty,
     zero_filled, cg_sense magnitudes), NIfTI volumes of the reconstruction and uncertainty, and a PNG of
     the middle slice, all four or none; existing outputs are replaced only with overwrite, an input
-    never. Coil maps: a (slices, coils, H, W) tensor or an HDF5 file's 'maps' dataset, else ESPIRiT
-    from the center lines. Finished slices are kept in out.parts/ until the end, so an interrupted run
-    resumes where it stopped. noise_std None estimates the noise per slice from the outermost k-space
-    rows (0 makes the result reproduce y). options go to reconstruct() (warm_start, t_start, the
-    method's own)."""
+    never. Any image size (the prior runs zero-padded, recon_padding). The mask (masks.file_mask): made
+    for accel as mask_kind 'lines', 'poisson' or 'random' (2D), else the file's own (lines or 2D),
+    else the k-space locations that hold data; unmeasured k-space is never taken as measured zeros.
+    Coil maps: a (slices, coils, H, W) tensor or an HDF5 file's 'maps' dataset, else ESPIRiT from the
+    fully sampled center. Finished slices are kept in out.parts/ until the end, so an interrupted run
+    resumes where it stopped. noise_std None estimates the noise per slice from the measured samples
+    of the outermost k-space rows (0 makes the result reproduce y). options go to reconstruct()
+    (warm_start, t_start, the method's own)."""
     from tqdm.auto import tqdm
 
     from mridpm.data._atomic import all_or_none
@@ -65,27 +70,31 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     paths = output_paths(out)
     check_options(method, samples, steps, seed, noise_std, options)
     check_line_options(accel, center)
+    check_mask_kind(mask_kind, accel)
     inputs = [path, *([maps] if isinstance(maps, (str, os.PathLike)) else [])]
     check_outputs(paths.values(), inputs, overwrite=overwrite)
     out = paths["hdf5"]
     vol = read_fastmri(path)
     check_volume(vol, path, method)
     kspace = vol.kspace if vol.multicoil else vol.kspace[:, None]
-    mask = file_mask(kspace, vol.mask, accel, center, seed)
+    mask = file_mask(kspace, vol.mask, accel, center, seed, mask_kind)
     p = load_prior(prior)
     size = tuple(kspace.shape[-2:])
     check_size(p, size)
     check_schedule_options(p.schedule, steps, options.get("warm_start"), options.get("t_start"))
     n = kspace.shape[0]
-    check_memory(p, samples, n if method == "tv3d" else 1, kspace.shape[1], size, method)
-    acs = acs_lines(mask)
+    check_memory(p, samples, n if method == "tv3d" else 1, kspace.shape[1],
+                 padded_size(size, unet_factor(p.model)), method)
+    acs = acs_square(mask, size)
     given = read_maps(maps, kspace, vol.multicoil)
     if vol.multicoil and given is None and acs < 8:
-        raise ValueError(f"only {acs} fully sampled center lines: ESPIRiT needs at least 8 (raise --center)")
+        raise ValueError(f"the fully sampled center is only {acs} x {acs}: ESPIRiT needs at least 8 x 8 "
+                         "(raise --center)")
     parts = out.with_name(out.name + ".parts")
     settings = {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
-                "samples": samples, "steps": steps, "seed": seed, "prior": str(prior), "noise_std": noise_std,
-                "maps": None if maps is None else "given", **{k: str(v) for k, v in options.items()}}
+                "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
+                "noise_std": noise_std, "maps": None if maps is None else "given",
+                **{k: str(v) for k, v in options.items()}}
     check_parts(parts, settings)  # the last check: nothing is written before here
     done: dict[int, dict[str, torch.Tensor]] = {}
     chunks = [list(range(n))] if method == "tv3d" else [[s] for s in range(n)]  # tv3d: the volume at once
@@ -95,14 +104,15 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
         if all(d is not None for d in found):
             done.update(zip(chunk, found, strict=True))  # type: ignore[arg-type]
             continue
-        y = kspace[chunk[0] : chunk[-1] + 1] * mask
+        m = mask[chunk[0] : chunk[-1] + 1] if mask.shape[0] > 1 else mask  # per-slice 2D masks
+        y = kspace[chunk[0] : chunk[-1] + 1] * m
         if vol.multicoil:
             smaps = given[chunk[0] : chunk[-1] + 1] if given is not None else espirit_maps(
                 y, calib_width=min(24, acs), kernel_width=min(6, acs // 2))
-            op: Sense | SingleCoil = Sense(smaps, mask)
+            op: Sense | SingleCoil = Sense(smaps, m)
         else:
-            op, y = SingleCoil(mask[0]), y[:, 0]
-        sigma = estimate_noise_std(y, mask) if noise_std is None else noise_std
+            op, y = SingleCoil(m[:, 0]), y[:, 0]
+        sigma = estimate_noise_std(y, op.mask.mask) if noise_std is None else noise_std  # type: ignore[union-attr]
         cg = cg_sense(y, op, iters=10).abs()  # the baseline, and (estimate_scale) the prior's scale
         r = reconstruct_prior(y, op, p, method=method, samples=samples, steps=steps, noise_std=sigma,
                               scale=image_scale(cg), generator=Generator(seed + chunk[0]), **options)
@@ -243,12 +253,8 @@ def save_part(parts: Path, settings: dict[str, Any], f: Path, tensors: dict[str,
 
 
 def check_size(prior: Any, size: tuple[int, ...]) -> None:
-    """Refuses images the prior's UNet cannot take (sides not divisible by its downsampling) and
-    warns when they differ from its training size."""
-    factor = 2 ** (len(prior.model.config.channel_mult) - 1)
-    if any(n % factor for n in size):
-        raise ValueError(f"images of size {size} do not fit the prior's UNet: each side must be divisible by "
-                         f"{factor}")
+    """Warns when the images differ from the prior's training size (any size runs: the prior sees
+    them zero-padded to the sides its UNet takes, recon_padding)."""
     if list(size) != list(prior.info["image_size"]):
         warnings.warn(f"the prior was trained on {prior.info['image_size']} images, not {list(size)}: train one "
                       "on your data (mridpm train) for a faithful prior", stacklevel=3)

@@ -20,6 +20,9 @@ from mridpm.mri.dc import all_finite, conjugate_gradient
 from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.random import Generator
 from mridpm.tasks import posterior as ps
+from mridpm.tasks.recon_padding import fit_model, unet_factor
+from mridpm.tasks.recon_scale import estimate_scale, image_scales
+from mridpm.tasks.recon_scale import image_scale as image_scale  # re-exported: the scale of an image made
 
 METHODS = ("projection", "langevin", "pc", "pc-rss", "dps", "dds", "kspace", "tv3d")
 DEFAULT_STEPS = {"projection": 100, "langevin": 100, "pc": 100, "pc-rss": 100, "dps": 200, "dds": 50,
@@ -197,7 +200,7 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
     rho, tv, admm_iters). warm_start
     "zero_filled", "cg" or an image starts the reverse process at t_start from that image. final_dc
     (default: when noise_std is 0) ends with the nearest image that reproduces y. coil_scale (pc-rss):
-    each coil's k-space is divided by the peak of its zero-filled image and the result multiplied
+    each coil's k-space is divided by image_scales of its zero-filled image and the result multiplied
     back, so that every coil image has the range of the images the prior was trained on."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -210,7 +213,7 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
     if method == "pc-rss":
         problem = per_coil(problem)
         if coil_scale:
-            scales = zero_filled(problem.y, problem.op).abs().amax(dim=(-2, -1)).clamp_min(1e-30)
+            scales = image_scales(zero_filled(problem.y, problem.op))
             problem = ps.Problem(problem.y / scales[:, None, None], problem.op, problem.noise_std)
     init = _warm_start(problem, warm_start)
     problem = _repeat(problem, samples)
@@ -250,25 +253,15 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
     return Reconstruction(x.mean(dim=0), std, x, counted.calls, time.perf_counter() - tic)
 
 
-def estimate_scale(y: torch.Tensor, op: Sense | SingleCoil) -> float:
-    """The peak magnitude of a 10-iteration CG-SENSE image: what to divide y by so that the image
-    peaks near 1, as the bundled priors' training slices do."""
-    return image_scale(cg_sense(y, op, iters=10))
-
-
-def image_scale(image: torch.Tensor) -> float:
-    """The peak magnitude of an image (at least 1e-30): estimate_scale of a CG-SENSE image already made."""
-    return max(float(image.abs().amax()), 1e-30)
-
-
 def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, method: str = "dds",
                       noise_std: float = 0.0, scale: float | None = None, **kwargs: Any) -> Reconstruction:
     """reconstruct() with a bundled prior (mridpm.nets.priors.load_prior): its two-channel network
-    as a complex model, x0 clipped to its data range, and y scaled by estimate_scale (or scale) so
-    that the image has the range the prior was trained on; the result is scaled back."""
+    as a complex model (run zero-padded to the sides its UNet takes, recon_padding), x0 clipped to its
+    data range, and y scaled by estimate_scale (or scale) so that the image has the range the prior
+    was trained on; the result is scaled back."""
     check_problem(y, op, noise_std)
     s = estimate_scale(y, op) if scale is None else float(scale)
-    model = ps.ComplexDenoiser(prior.model)
+    model = fit_model(ps.ComplexDenoiser(prior.model), tuple(y.shape[-2:]), unet_factor(prior.model))
     kwargs.setdefault("coil_scale", method == "pc-rss")
     r = reconstruct(y / s, op, model, prior.schedule, method=method, noise_std=noise_std / s,
                     prediction=prior.prediction, clip=tuple(prior.info["data_range"]), **kwargs)
