@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from mridpm import _args as a
 
+DEFAULT_METHODS = "projection,langevin,pc,pc-rss,dps,dds"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = a.Parser(prog="mridpm", description="Diffusion probabilistic models for MRI.")
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="undersample with a 1D random mask (default: the file's mask)")
     p.add_argument("--center", type=a.real(0, 1, open_lo=True),
                    help="center fraction (default 0.08 at 4x, 0.04 at 8x)")
+    _mask_kind(p)
     p.add_argument("--samples", type=a.positive, default=4, help="posterior samples (mean and std)")
     p.add_argument("--steps", type=a.positive, help="sampler steps (default: the method's)")
     p.add_argument("--noise-std", type=a.real(0),
@@ -60,12 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
     _seed_and_overwrite(p)
     p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
-    p.add_argument("--methods", default="projection,langevin,pc,pc-rss,dps,dds")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help="comma-separated (--kspace-cv default: zero_filled,cg_sense,l1_wavelet,dds)")
     p.add_argument("--accels", type=_accels, default=(4.0, 8.0), help="comma-separated accelerations (> 1)")
     p.add_argument("--slices", type=a.positive, help="number of held-out slices (default: all)")
     p.add_argument("--samples", type=a.positive, default=1)
     p.add_argument("--prior", default="brain64c")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--kspace-cv", nargs="+", metavar="FILE",
+                   help="instead: score the methods on these fastMRI files without a reference, by k-space "
+                        "cross-validation (NMSE on held-back measured samples)")
+    p.add_argument("--accel", type=a.real(1, open_lo=True), help="--kspace-cv: undersample the files first")
+    p.add_argument("--center", type=a.real(0, 1, open_lo=True), help="--kspace-cv: center fraction with --accel")
+    _mask_kind(p)
+    p.add_argument("--fraction", type=a.real(0, 0.5, open_lo=True), default=0.1,
+                   help="--kspace-cv: share of the measured samples held back")
+    p.add_argument("--folds", type=a.positive, default=1, help="--kspace-cv: repeated splits, pooled")
+    p.add_argument("--steps", type=a.positive, help="--kspace-cv: sampler steps of the prior methods")
     _seed_and_overwrite(p)
     p = sub.add_parser("demo", help="simulate, undersample 8x and reconstruct brain slices with the bundled prior")
     p.add_argument("--out", default="demo.png", help="PNG figure")
@@ -82,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
 def _seed_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=a.seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+
+
+def _mask_kind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask-kind", choices=["lines", "poisson", "random"], default="lines",
+                   help="with --accel: 1D random lines, or a 2D variable-density Poisson-disc or uniform random mask")
 
 
 def _accels(text: str) -> tuple[float, ...]:
@@ -122,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         written = reconstruct_file(args.input, args.out, method=args.method, accel=args.accel, center=args.center,
                                    samples=args.samples, steps=args.steps, seed=args.seed, prior=args.prior,
                                    noise_std=args.noise_std, maps=args.maps, overwrite=args.overwrite,
+                                   mask_kind=args.mask_kind,
                                    **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start))
                                       if v is not None})
         for kind, path in written.items():
@@ -138,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
             if args.command == "demo":
                 rows = demo(args.out, slices=args.slices, samples=args.samples, seed=args.seed)
                 print(f"wrote {args.out}")
+            elif args.kspace_cv:
+                rows = _kspace_cv(args)
             else:
                 rows = evaluate(args.accels, tuple(args.methods.split(",")), prior=args.prior, samples=args.samples,
                                 slices=args.slices, seed=args.seed)
@@ -146,7 +168,10 @@ def _run(args: argparse.Namespace) -> int:
 
                     with atomic_path(args.json, ".json") as tmp:
                         tmp.write_text(json.dumps(rows, indent=2) + "\n")
-        print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
+        if args.command == "evaluate" and args.kspace_cv:
+            print(markdown_table(rows, *CV_TABLE))
+        else:
+            print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
 
     if args.command == "sample":
         import torch
@@ -194,6 +219,21 @@ def _run(args: argparse.Namespace) -> int:
         data = info()
         print(json.dumps(data, indent=2) if args.json else format_info(data))
     return 0
+
+
+CV_TABLE = (("file", "method", "cv_nmse", "slices", "seconds"), {"cv_nmse": "{:.4f}", "seconds": "{:.2f}"})
+
+
+def _kspace_cv(args: argparse.Namespace) -> list[dict]:
+    """The k-space cross-validation rows of every --kspace-cv file."""
+    from mridpm.tasks.kspace_cv import cross_validate_file
+
+    methods = tuple(args.methods.split(",")) if args.methods != DEFAULT_METHODS else None
+    return [row for f in args.kspace_cv
+            for row in cross_validate_file(f, **({"methods": methods} if methods else {}), prior=args.prior,
+                                           accel=args.accel, center=args.center, mask_kind=args.mask_kind,
+                                           fraction=args.fraction, seed=args.seed, folds=args.folds,
+                                           steps=args.steps, samples=args.samples, progress=True)]
 
 
 if __name__ == "__main__":
