@@ -9,19 +9,24 @@ import pytest
 from mridpm._memory import available, require, unet_bytes
 
 _PROBE = """
-import resource, sys, torch
+import sys, torch
 from mridpm.nets.priors import load_prior
 from mridpm._memory import unet_bytes
+
+def status(key):  # kB lines of /proc/self/status: VmRSS now, VmHWM the peak since the last reset
+    return 1024 * int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+
 torch.set_num_threads(1)
 p = load_prior(sys.argv[1])
 b, h = int(sys.argv[2]), int(sys.argv[3])
 with torch.no_grad():  # a small pass first: lazy imports and allocator pools are not the big pass's
     p.model(torch.randn(1, p.model.config.in_channels, 16, 16), torch.full((1,), 500))
 x = torch.randn(b, p.model.config.in_channels, h, h)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
+base = status("VmRSS:")
 with torch.no_grad():
     p.model(x, torch.full((b,), 500))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base), unet_bytes(p.model.config, b, (h, h)))
+print(status("VmHWM:") - base, unet_bytes(p.model.config, b, (h, h)))
 """
 
 
