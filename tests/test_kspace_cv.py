@@ -131,11 +131,11 @@ def test_file_maps_noise_and_priors_use_training_samples_only(tmp_path, monkeypa
 
     (path,) = simulate_dataset(tmp_path, volumes=1, slices=1, shape=(64, 64), noise=0.002)
     seen: dict[str, list[torch.Tensor]] = {"maps": [], "noise": [], "prior": []}
-    real_maps, real_noise, real_prior = cv.espirit_maps, cv.estimate_noise_std, cv.reconstruct_prior
+    real_maps, real_noise, real_prior = cv.center_maps, cv.estimate_noise_std, cv.reconstruct_prior
 
-    def maps_spy(y, **kw):
+    def maps_spy(y, acs):
         seen["maps"].append(y)
-        return real_maps(y, **kw)
+        return real_maps(y, acs)
 
     def noise_spy(y, mask, *a):
         seen["noise"].append(y)
@@ -145,7 +145,7 @@ def test_file_maps_noise_and_priors_use_training_samples_only(tmp_path, monkeypa
         seen["prior"].append(y)
         return real_prior(y, op, prior, **kw)
 
-    monkeypatch.setattr(cv, "espirit_maps", maps_spy)
+    monkeypatch.setattr(cv, "center_maps", maps_spy)
     monkeypatch.setattr(cv, "estimate_noise_std", noise_spy)
     monkeypatch.setattr(cv, "reconstruct_prior", prior_spy)
     rows = cv.cross_validate_file(path, accel=4, center=0.16, steps=2, seed=1)

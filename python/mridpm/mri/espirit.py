@@ -59,6 +59,23 @@ def espirit_maps(kspace: torch.Tensor, calib_width: int = 24, kernel_width: int 
     return torch.stack([_espirit_one(k, calib_width, kernel_width, thresh, crop, max_iter, ndim) for k in kspace])
 
 
+MIN_CALIBRATION = 8  # the smallest fully sampled center ESPIRiT is given
+
+
+def check_calibration(acs: int) -> None:
+    """Refuses a fully sampled center (acs x acs, masks.acs_square) too small for ESPIRiT."""
+    if acs < MIN_CALIBRATION:
+        raise ValueError(f"the fully sampled center is only {acs} x {acs}: ESPIRiT needs at least "
+                         f"{MIN_CALIBRATION} x {MIN_CALIBRATION} (raise --center)")
+
+
+def center_maps(kspace: torch.Tensor, acs: int) -> torch.Tensor:
+    """ESPIRiT maps calibrated on an acs x acs fully sampled center (at most 24, kernel at most 6):
+    the maps a file reconstruction or its cross-validation estimates."""
+    check_calibration(acs)
+    return espirit_maps(kspace, calib_width=min(24, acs), kernel_width=min(6, acs // 2))
+
+
 def _espirit_one(y: torch.Tensor, calib_width: int, kernel_width: int, thresh: float, crop: float, max_iter: int,
                  ndim: int) -> torch.Tensor:
     coils, spatial = y.shape[0], tuple(y.shape[1:])

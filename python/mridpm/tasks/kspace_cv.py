@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mridpm.mri.classical import cg_sense, l1_wavelet, zero_filled
-from mridpm.mri.espirit import espirit_maps
+from mridpm.mri.espirit import center_maps, check_calibration
 from mridpm.mri.operators import Sense, SingleCoil, check_mask
 from mridpm.random import Generator
 from mridpm.tasks.recon_baselines import Baselines, estimate_noise_std
@@ -259,9 +259,8 @@ def cross_validate_file(path: str | os.PathLike, methods: Sequence[str] = FILE_M
     kspace = vol.kspace if vol.multicoil else vol.kspace[:, None]
     mask = file_mask(kspace, vol.mask, accel, center, seed, kind=mask_kind)
     acs = acs_square(mask, tuple(kspace.shape[-2:]))
-    if vol.multicoil and acs < 8:
-        raise ValueError(f"the fully sampled center is only {acs} x {acs}: ESPIRiT needs at least 8 x 8 "
-                         "(raise --center)")
+    if vol.multicoil:
+        check_calibration(acs)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"folds must be a positive integer, got {folds!r}")
     held = int(holdout_mask(mask, fraction, seed)[1].sum())  # checks fraction before any work
@@ -278,7 +277,7 @@ def cross_validate_file(path: str | os.PathLike, methods: Sequence[str] = FILE_M
     seconds: dict[str, list[float]] = {m: [] for m in methods}
 
     def maps_from_training(y_train: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
-        return espirit_maps(y_train, calib_width=min(24, acs), kernel_width=min(6, acs // 2))
+        return center_maps(y_train, acs)
 
     for s in tqdm(chosen, desc="k-space CV", disable=not progress):
         m = mask[s : s + 1] if mask.dim() == 4 and mask.shape[0] > 1 else mask  # a per-slice 2D mask

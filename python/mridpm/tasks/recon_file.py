@@ -64,7 +64,7 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     from mridpm.data._atomic import all_or_none
     from mridpm.data.fastmri import read_fastmri
     from mridpm.data.paths import check_outputs
-    from mridpm.mri.espirit import espirit_maps
+    from mridpm.mri.espirit import center_maps, check_calibration
     from mridpm.nets.priors import load_prior
 
     paths = output_paths(out)
@@ -87,9 +87,8 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
                  padded_size(size, unet_factor(p.model)), method)
     acs = acs_square(mask, size)
     given = read_maps(maps, kspace, vol.multicoil)
-    if vol.multicoil and given is None and acs < 8:
-        raise ValueError(f"the fully sampled center is only {acs} x {acs}: ESPIRiT needs at least 8 x 8 "
-                         "(raise --center)")
+    if vol.multicoil and given is None:
+        check_calibration(acs)
     parts = out.with_name(out.name + ".parts")
     settings = {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
                 "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
@@ -107,8 +106,7 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
         m = mask[chunk[0] : chunk[-1] + 1] if mask.shape[0] > 1 else mask  # per-slice 2D masks
         y = kspace[chunk[0] : chunk[-1] + 1] * m
         if vol.multicoil:
-            smaps = given[chunk[0] : chunk[-1] + 1] if given is not None else espirit_maps(
-                y, calib_width=min(24, acs), kernel_width=min(6, acs // 2))
+            smaps = given[chunk[0] : chunk[-1] + 1] if given is not None else center_maps(y, acs)
             op: Sense | SingleCoil = Sense(smaps, m)
         else:
             op, y = SingleCoil(m[:, 0]), y[:, 0]
