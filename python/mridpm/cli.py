@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
     _seed_and_overwrite(p)
     p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
-    p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help="comma-separated (--kspace-cv default: zero_filled,cg_sense,l1_wavelet,dds)")
+    p.add_argument("--methods", help=f"comma-separated (default: {DEFAULT_METHODS}; with --kspace-cv: "
+                                     "zero_filled,cg_sense,l1_wavelet,dds)")
     p.add_argument("--accels", type=_accels, default=(4.0, 8.0), help="comma-separated accelerations (> 1)")
     p.add_argument("--slices", type=a.positive, help="number of held-out slices (default: all)")
     p.add_argument("--samples", type=a.positive, default=1)
@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             elif args.kspace_cv:
                 rows = _kspace_cv(args)
             else:
-                rows = evaluate(args.accels, tuple(args.methods.split(",")), prior=args.prior, samples=args.samples,
+                rows = evaluate(args.accels, tuple((args.methods or DEFAULT_METHODS).split(",")),
+                                prior=args.prior, samples=args.samples,
                                 slices=args.slices, seed=args.seed)
                 if args.json:
                     from mridpm.data._atomic import atomic_path
@@ -228,7 +229,7 @@ def _kspace_cv(args: argparse.Namespace) -> list[dict]:
     """The k-space cross-validation rows of every --kspace-cv file."""
     from mridpm.tasks.kspace_cv import cross_validate_file
 
-    methods = tuple(args.methods.split(",")) if args.methods != DEFAULT_METHODS else None
+    methods = tuple(args.methods.split(",")) if args.methods else None
     return [row for f in args.kspace_cv
             for row in cross_validate_file(f, **({"methods": methods} if methods else {}), prior=args.prior,
                                            accel=args.accel, center=args.center, mask_kind=args.mask_kind,
