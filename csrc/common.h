@@ -1,6 +1,7 @@
 // Shared contract of the kernels: dtype codes, status codes, half-precision
 // conversions and the argument checks that run before any kernel touches memory.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -26,6 +27,10 @@ enum Status : int {
   kBadFlags = 6,
   kCudaError = 7,
   kNotBuilt = 8,
+  kOverlappingOutput = 9,
+  kBadSignShape = 10,
+  kCudaDriver = 11,
+  kEmulationFault = 12,
 };
 
 inline const char* status_message(int s) {
@@ -39,6 +44,13 @@ inline const char* status_message(int s) {
     case kBadFlags: return "unknown flag bits";
     case kCudaError: return "CUDA error";
     case kNotBuilt: return "this backend was not compiled into mridpm._C";
+    case kOverlappingOutput:
+      return "an output's batch stride is smaller than its row (0 for an expanded tensor): rows would overlap, "
+             "and an output must own every element it writes";
+    case kBadSignShape:
+      return "the checkerboard sign needs spatial sizes >= 1 whose product is n (at most 8 even dimensions)";
+    case kCudaDriver: return "the NVIDIA driver cannot run these CUDA kernels";
+    case kEmulationFault: return "the emulated CUDA kernel touched memory outside its buffers";
     default: return "unknown status";
   }
 }
@@ -67,15 +79,47 @@ inline bool checked_add(std::int64_t a, std::int64_t b, std::int64_t* out) {
   return true;
 }
 
-// True when rows 0..batch-1 of `inner` elements fit in the buffer, without overflow.
-inline bool fits(const Buffer& buf, std::int64_t batch, std::int64_t inner) {
+// True when rows 0..batch-1 of `inner` elements fit in the buffer, without overflow. Rows may share
+// elements (a batch stride below `inner`, 0 for an input expanded along the batch) only when
+// shared_rows: the buffer is read, never written.
+inline bool fits(const Buffer& buf, std::int64_t batch, std::int64_t inner, bool shared_rows = false) {
   if (batch < 0 || inner < 0) return false;
   if (batch == 0 || inner == 0) return true;
   if (buf.ptr == 0 || buf.batch_stride < 0 || buf.capacity < 0) return false;
-  if (batch > 1 && buf.batch_stride < inner) return false;
+  if (batch > 1 && buf.batch_stride < inner && !shared_rows) return false;
   std::int64_t span = 0, end = 0;
   if (!checked_mul(batch - 1, buf.batch_stride, &span) || !checked_add(span, inner, &end)) return false;
   return end <= buf.capacity;
+}
+
+#if defined(MRIDPM_EMULATION) && !defined(__CUDA_ARCH__)
+namespace emu {
+// The host address behind a kernel's access of `bytes` at p (csrc/cuda/emulate.cpp): it throws when the
+// access lies outside every buffer of the call or is misaligned for a device load.
+const void* translate(const void* p, std::size_t bytes, std::size_t align);
+}  // namespace emu
+#endif
+
+// Every global-memory access of the GPU kernel bodies (csrc/cuda/*_kernel.h) goes through ld and st:
+// plain accesses on the device and on the host, checked and translated ones in the CUDA emulation.
+template <class T>
+MRIDPM_HD T ld(const T* p) {
+#if defined(MRIDPM_EMULATION) && !defined(__CUDA_ARCH__)
+  T v;
+  std::memcpy(&v, emu::translate(p, sizeof(T), alignof(T)), sizeof(T));
+  return v;
+#else
+  return *p;
+#endif
+}
+
+template <class T>
+MRIDPM_HD void st(T* p, T v) {
+#if defined(MRIDPM_EMULATION) && !defined(__CUDA_ARCH__)
+  std::memcpy(const_cast<void*>(emu::translate(p, sizeof(T), alignof(T))), &v, sizeof(T));
+#else
+  *p = v;
+#endif
 }
 
 MRIDPM_HD std::uint32_t f32_bits(float f) {

@@ -3,6 +3,8 @@
 // (lo32(seed), hi32(seed)), then Box-Muller on the first two words, exactly as
 // Triton's tl.randn(seed, offset) computes it.
 #pragma once
+#include <math.h>
+
 #include <cstdint>
 
 #include "common.h"
@@ -48,6 +50,15 @@ MRIDPM_HD float uint_to_uniform(std::uint32_t w) {
   const std::int32_t x = static_cast<std::int32_t>(w);
   const std::int32_t pos = x < 0 ? ~x : x;
   return static_cast<float>(pos) * 4.6566127342e-10f;
+}
+
+// The normal of counter `counter`: Box-Muller on the first two words (the GPU kernels' scalar path;
+// the CPU kernels use the vectorized one of cpu/vmath.h).
+MRIDPM_HD float philox_normal(std::uint64_t seed, std::uint64_t counter) {
+  const Words2 w = philox_2x(seed, counter);
+  const float u1 = fmaxf(1.0e-7f, uint_to_uniform(w.a));
+  const float th = 6.283185307179586f * uint_to_uniform(w.b);
+  return sqrtf(-2.0f * logf(u1)) * cosf(th);
 }
 
 }  // namespace mridpm

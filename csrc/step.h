@@ -22,6 +22,7 @@ struct StepArgs {
   std::int64_t batch = 0;
   std::int64_t inner = 0;
   Buffer out, x0, in[4];
+  bool shared_rows = false;  // inputs may repeat rows (batch stride below inner, 0 when expanded): read only
   Buffer params;  // float32; batch_stride 0 broadcasts one row to every sample
   // One row shared by every sample, passed by value instead of params: no host-to-device copy.
   bool has_uniform = false;
@@ -39,14 +40,25 @@ MRIDPM_HD void step_rng(const StepArgs& a, std::uint64_t* seed, std::uint64_t* o
   *offset = a.offset;
   if (a.rng.ptr != 0) {
     const auto* r = reinterpret_cast<const std::int64_t*>(a.rng.ptr);
-    *seed = static_cast<std::uint64_t>(r[0]);
-    *offset += static_cast<std::uint64_t>(r[1]);
+    *seed = static_cast<std::uint64_t>(ld(r));
+    *offset += static_cast<std::uint64_t>(ld(r + 1));
   }
 }
 
 // The params row of sample b.
 MRIDPM_HD const float* step_row(const StepArgs& a, std::int64_t b) {
   return a.has_uniform ? a.uniform : reinterpret_cast<const float*>(a.params.ptr) + b * a.params.batch_stride;
+}
+
+// Value j of a params row from step_row: the uniform row is the argument struct itself, a table row is memory.
+MRIDPM_HD float step_param(const StepArgs& a, const float* row, int j) { return a.has_uniform ? row[j] : ld(row + j); }
+
+// kOk when an output of batch rows of inner elements fits its buffer; rows that would overlap are refused
+// with their own status (an expanded output would write one element from many threads).
+inline int output_status(const Buffer& buf, std::int64_t batch, std::int64_t inner) {
+  if (fits(buf, batch, inner)) return kOk;
+  const bool overlapping = buf.ptr != 0 && batch > 1 && buf.batch_stride >= 0 && buf.batch_stride < inner;
+  return overlapping ? kOverlappingOutput : kOutOfBounds;
 }
 
 // Checks every size and extent the kernels will use; kOk when the call is safe.
@@ -58,10 +70,11 @@ inline int check_step(const StepArgs& a) {
   if (a.batch < 0 || a.inner < 0) return kBadShape;
   if (a.batch == 0 || a.inner == 0) return kOk;
   if (a.out.ptr == 0 || (!a.has_uniform && a.params.ptr == 0)) return kNullPointer;
-  if (!fits(a.out, a.batch, a.inner)) return kOutOfBounds;
-  if ((a.flags & kWriteX0) && !fits(a.x0, a.batch, a.inner)) return kOutOfBounds;
+  if (const int s = output_status(a.out, a.batch, a.inner); s != kOk) return s;
+  if (a.flags & kWriteX0)
+    if (const int s = output_status(a.x0, a.batch, a.inner); s != kOk) return s;
   for (int k = 0; k < a.K; ++k)
-    if (!fits(a.in[k], a.batch, a.inner)) return kOutOfBounds;
+    if (!fits(a.in[k], a.batch, a.inner, a.shared_rows)) return kOutOfBounds;
   const std::int64_t P = step_params(a.K);
   Buffer p = a.params;
   if (a.has_uniform) {
@@ -80,7 +93,5 @@ inline int check_step(const StepArgs& a) {
 
 int step_cpu(const StepArgs& a);
 int step_cuda(const StepArgs& a, std::uintptr_t stream);
-bool cuda_built();
-const char* last_cuda_error();
 
 }  // namespace mridpm

@@ -1,6 +1,7 @@
 // CPU data-consistency kernels. Work goes line by line (W elements of one spatial row): the
-// checkerboard sign of a line is computed once and alternates along it, so the inner loops
-// are plain enough to vectorize. OpenMP across (sample, coil, line block) tasks.
+// checkerboard sign of a line is computed once (dc.h dc_sign, shared with the GPU kernels) and
+// alternates along it, so the inner loops are plain enough to vectorize. OpenMP across (sample,
+// coil, line block) tasks.
 #include <algorithm>
 
 #include "../dc.h"
@@ -9,12 +10,8 @@
 namespace mridpm {
 namespace {
 
-// The sign of element w of the line that starts at flat index i0 (constant 1 without kSign).
-inline float line_sign(const DcArgs& a, std::int64_t i0) {
-  if (!(a.flags & kSign)) return 1.0f;
-  const std::int64_t line = i0 / a.w;
-  return ((line % a.h + line / a.h) & 1) ? -1.0f : 1.0f;
-}
+// The sign of the line that starts at flat index i0 (its first element; constant 1 without kSign).
+inline float line_sign(const DcArgs& a, std::int64_t i0) { return dc_sign(a, i0); }
 
 inline float alt(const DcArgs& a, float s, std::int64_t w) {
   return (a.flags & kSign) && (w & 1) ? -s : s;

@@ -79,6 +79,11 @@ class TestExtensionGuards:
     def test_valid_call_runs(self):
         self.call()
 
+    def test_shared_rows_reads_an_input_expanded_along_the_batch(self):
+        row = torch.arange(8.0)
+        self.call(inputs=[(row.data_ptr(), 0, 8)], params=(0, 0, 0), uniform=[2.0, 0, 0, 0, 0, 0, 0], shared_rows=True)
+        assert torch.equal(self.buf.view(8, 8), 2 * row.expand(8, 8))
+
     def test_uniform_row_replaces_the_params_buffer(self):
         self.buf.fill_(2.0)
         self.call(params=(0, 0, 0), uniform=[1.5, 0, 0, 0, 0, 0, 0])  # out = 1.5 * in
@@ -91,15 +96,19 @@ class TestExtensionGuards:
         ({"flags": 4}, "flag"),  # writing x0 without computing it
         ({"batch": -1}, "non-negative"),
         ({"batch": 9}, "smaller than the extent"),
-        ({"inner": 9}, "smaller than the extent"),
+        ({"inner": 9}, "rows would overlap"),  # out rows 8 apart
         ({"out": (0, 8, 64)}, "null"),
-        ({"out": (1, 4, 64)}, "smaller than the extent"),  # rows would overlap
+        ({"out": (1, 4, 64)}, "rows would overlap"),
+        ({"out": (1, 0, 64)}, "0 for an expanded tensor"),  # an output expanded along the batch
+        ({"flags": 5, "x0": (1, 0, 64)}, "rows would overlap"),
+        ({"inputs": [(1, 0, 64)]}, "smaller than the extent"),  # shared input rows need shared_rows=True
+        ({"inputs": [(1, 0, 7)], "shared_rows": True}, "smaller than the extent"),
         ({"params": (0, 0, 16)}, "null"),
         ({"params": (1, 0, 4)}, "smaller than the extent"),
         ({"params": (0, 0, 0), "uniform": [1.0] * 6}, "params row"),  # K = 1 needs 7
         ({"params": (0, 0, 0), "uniform": [1.0] * 14}, "params row"),
         ({"flags": 5, "x0": (0, 0, 0)}, "smaller than the extent"),
-        ({"batch": 2**62, "inner": 2**62}, "smaller than the extent"),
+        ({"batch": 2**62, "inner": 2**62}, "rows would overlap"),  # out rows 8 apart
         ({"offset": 2**64 - 1, "flags": 8}, "smaller than the extent"),
         ({"rng": (1, 0, 1), "flags": 8}, "smaller than the extent"),  # the run-time state holds 2 values
     ])
@@ -114,6 +123,24 @@ class TestExtensionGuards:
         b = (0, 0, 0)
         with pytest.raises(ValueError):
             ext.step_cuda(0, 0, 1, 1, b, b, [b], b, [], 0, 0, b, 0)
+
+
+def test_an_input_expanded_along_the_batch_is_read_in_place(kernel):
+    """A batch stride of 0 was refused by the C++ layer ("a buffer is smaller than the extent") while the
+    reference and Triton took it; every backend reads it now (the kernels never write inputs)."""
+    backend, device = kernel
+    x = torch.randn(1, 3, 40, device=device).expand(5, 3, 40)
+    eps = torch.randn(5, 3, 40, device=device)
+    kw = dict(x0_coeffs=[1.0, -0.5], x0_weight=0.3, clamp=(-1.0, 1.0))
+    want = fused_step([x, eps], [0.9, 0.2], 0.5, generator=mridpm.Generator(3), backend="ref", **kw)
+    got = fused_step([x, eps], [0.9, 0.2], 0.5, generator=mridpm.Generator(3), backend=backend, **kw)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_expanded_out_is_refused():
+    x = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        fused_step([x], [1.0], out=torch.zeros(1, 3).expand(4, 3))
 
 
 def test_generator_is_only_advanced_by_valid_calls():

@@ -111,3 +111,11 @@ def finite_number(name: str, value: object) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def owns_elements(name: str, t: torch.Tensor) -> None:
+    """Refuses an output with a stride-0 (expanded) dimension: writing it would write one element many times."""
+    if any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride(), strict=True)):
+        raise ValueError(f"{name} is written but is expanded (a dimension of stride 0, shape {tuple(t.shape)}, strides "
+                         f"{t.stride()}): one element would be written many times; pass a tensor that owns its "
+                         f"elements (e.g. {name}.contiguous())")

@@ -4,14 +4,16 @@ kernel runs on, and the generator state it draws from (while compiling or record
 mridpm._C takes buffers as (pointer, batch stride, capacity) triples in real elements (complex64 as
 float pairs) and has, per kernel, a `<name>_cpu` entry (last argument: the thread count) and a
 `<name>_cuda` entry (last argument: the stream) with the same arguments before; it raises ValueError
-on a bad status. Triton kernels run with their tensors' CUDA device current.
+on a bad status and RuntimeError on a CUDA failure. Triton kernels run with their tensors' CUDA device
+current. For tests, `cuda_emulation()` sends backend "cpu" calls to `_<name>_emulated`: the CUDA
+kernels' grids run on the host (csrc/cuda/emulate.h), so CI proves the CUDA kernels without a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -30,16 +32,40 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def run_compiled(entry: str, backend: str, device: torch.device, *args: object) -> None:
-    """Runs mridpm._C's <entry>_cpu with torch's thread count, or <entry>_cuda on device's current stream."""
+_EMULATION: list[dict[str, Any]] = []  # the active cuda_emulation blocks, innermost last (tests only)
+
+
+@contextlib.contextmanager
+def cuda_emulation(grid_cap: int = 1 << 20) -> Iterator[list[dict[str, Any]]]:
+    """Test hook: inside the block, backend "cpu" runs the CUDA kernels emulated on the host (every
+    block and thread of their grid, at most grid_cap blocks, so a small cap makes grid-stride loops
+    iterate) instead of the CPU kernels. Yields the list of each call's launch (grid, threads,
+    blocks_run, vec). Not a backend: it proves the CUDA source where no GPU is."""
+    if _ext.extension() is None:
+        raise RuntimeError("the CUDA emulation needs the compiled extension mridpm._C")
+    reports: list[dict[str, Any]] = []
+    _EMULATION.append({"grid_cap": grid_cap, "reports": reports})
+    try:
+        yield reports
+    finally:
+        _EMULATION.pop()
+
+
+def run_compiled(entry: str, backend: str, device: torch.device, *args: object, **kwargs: object) -> None:
+    """Runs mridpm._C's <entry>_cpu with torch's thread count, or <entry>_cuda on device's current stream
+    (or _<entry>_emulated inside cuda_emulation); kwargs: the entries' keyword arguments."""
     ext = _ext.extension()
     if ext is None:
         raise RuntimeError(f"backend {backend!r} needs the compiled extension mridpm._C, which could not be imported")
-    if backend == "cpu":
-        getattr(ext, f"{entry}_cpu")(*args, torch.get_num_threads())
+    if backend == "cpu" and _EMULATION:
+        emulation = _EMULATION[-1]
+        report = getattr(ext, f"_{entry}_emulated")(*args, grid_cap=emulation["grid_cap"], **kwargs)
+        emulation["reports"].append(report)
+    elif backend == "cpu":
+        getattr(ext, f"{entry}_cpu")(*args, torch.get_num_threads(), **kwargs)
     elif backend == "cuda":
         with torch.cuda.device(device):
-            getattr(ext, f"{entry}_cuda")(*args, torch.cuda.current_stream(device).cuda_stream)
+            getattr(ext, f"{entry}_cuda")(*args, torch.cuda.current_stream(device).cuda_stream, **kwargs)
     else:
         raise ValueError(f"backend {backend!r} has no kernel in mridpm._C")
 
@@ -63,7 +89,8 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def storage_buffer(t: torch.Tensor) -> Buffer:
-    """(pointer, batch stride, elements reachable from the pointer in its storage) of a real tensor."""
+    """(pointer, batch stride, elements reachable from the pointer in its storage) of a real tensor; the
+    stride is 0 for an input expanded along the batch (the kernels read it with shared_rows=True)."""
     capacity = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
     return t.data_ptr(), t.stride(0), capacity
 

@@ -55,4 +55,5 @@ def launch(backend: str, inputs: Sequence[torch.Tensor], params: torch.Tensor | 
     _launch.run_compiled(
         "step", backend, device, DTYPE_CODES[out.dtype], flags, batch, inner, rows_buffer(out, inner, keep),
         NO_BUFFER if x0 is None else rows_buffer(x0, inner, keep), [rows_buffer(t, inner, keep) for t in inputs],
-        p_arg, uniform, seed, offset, NO_BUFFER if rng is None else (rng.data_ptr(), 0, rng.numel()))
+        p_arg, uniform, seed, offset, NO_BUFFER if rng is None else (rng.data_ptr(), 0, rng.numel()),
+        shared_rows=True)  # inputs expanded along the batch are read in place (batch stride 0)

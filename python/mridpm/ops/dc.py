@@ -18,7 +18,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from mridpm import _capture
-from mridpm.ops import _launch
+from mridpm.ops import _checks, _launch
 from mridpm.ops._backend import resolve
 from mridpm.ops._contract import DC_OPS, DC_SIGN
 from mridpm.ops._launch import flat_buffer
@@ -166,7 +166,8 @@ def _run_kernel(name: str, op: str, a: torch.Tensor, b: torch.Tensor, mask: torc
     roles = {"expand": (a, b, None, None), "combine": (None, b, a, None), "blend": (None, None, a, b)}
     x, maps, k, y = roles[op]
     _launch.run_compiled("dc", name, a.device, DC_OPS[op], DC_SIGN if sign else 0, [sizes[key] for key in _SIZES],
-                         [flat_buffer(t) for t in (x, maps, k, y, mask, out)], [keep, lam, ysign])
+                         [flat_buffer(t) for t in (x, maps, k, y, mask, out)], [keep, lam, ysign],
+                         spatial=list(spatial))  # the sign's split of the flat index
     return out
 
 
@@ -226,6 +227,8 @@ def kspace_blend(k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, lam: f
     lam, keep, ysign = _finite("lam", lam), _finite("keep", keep), _finite("ysign", ysign)
     if in_place and _needs_grad(k, y):
         raise ValueError("in_place blending cannot record gradients")
+    if in_place:
+        _checks.owns_elements("k", k)
     name = resolve(backend, k.device, _needs_grad(k, y), op="dc")
     return _run(name, "blend", k, y, table, keep, lam, ysign, sign, in_place)
 
