@@ -3,8 +3,10 @@
     python bench/bench_step.py [--device cpu|cuda] [--quick] [--no-compile]
 
 Backends: eager (separate PyTorch ops plus torch.randn, as diffusers does), compile
-(torch.compile of the same function), and mridpm's kernels. GB/s counts the bytes a
-fused step must move: read x and eps, write the result.
+(torch.compile of the same function), floor (one torch.add of x and eps into a
+preallocated output: one op moving the bytes a fused step must move, the fastest the step
+can be) and mridpm's kernels. GB/s counts those bytes: read x and eps, write the result.
+Every row gives its speed-up over eager and its fraction of the floor's speed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def copy_row(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -
 
 
 def bench(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, compile_: bool) -> list[Row]:
+    """One configuration's rows (eager, compile, floor, each mridpm kernel), each with its speed-up over
+    eager and its fraction of the floor's speed, all measured in this call."""
     x = torch.randn(shape, device=device).to(dtype)
     eps = torch.randn(shape, device=device).to(dtype)
     nbytes = 3 * x.nbytes
@@ -58,13 +62,16 @@ def bench(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, comp
     if compile_:
         compiled = torch.compile(ddim_eager)
         cases["compile"] = lambda: compiled(x, eps, gen)
+    floor_out = torch.empty_like(x)
+    cases["floor"] = lambda: torch.add(x, eps, out=floor_out)
     ours = mridpm.Generator(0)
     kernels = ["cpu"] if device.type == "cpu" else (["cuda"] if _ext.cuda_built() else []) + ["triton"]
     for backend in kernels:
         cases[f"mridpm-{backend}"] = lambda b=backend: ddim_fused(x, eps, ours, b)
     times = {name: measure(fn, device) for name, fn in cases.items()}
     label, dt = str(tuple(shape)), str(dtype).replace("torch.", "")
-    return [Row(label, dt, name, us, nbytes / us / 1e3, times["eager"] / us) for name, us in times.items()]
+    return [Row(label, dt, name, us, nbytes / us / 1e3, times["eager"] / us, times["floor"] / us)
+            for name, us in times.items()]
 
 
 def overhead_rows(device: torch.device) -> list[Row]:
@@ -83,7 +90,8 @@ def overhead_rows(device: torch.device) -> list[Row]:
 
 
 def collect(device: torch.device, quick: bool, compile_: bool = True) -> list[Row]:
-    """The copy ceiling (on the GPU), every configuration's step rows, then the per-call overhead rows."""
+    """The copy ceiling (on the GPU, for the bandwidth target), then every configuration's step rows,
+    each with its floor row."""
     if device.type == "cuda":
         configs = [((4, 3, 256, 256), torch.float32), ((64 * 1024 * 1024,), torch.float32),
                    ((64 * 1024 * 1024,), torch.bfloat16), ((8, 15, 320, 320), torch.complex64)]

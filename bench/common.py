@@ -27,6 +27,7 @@ class Row:
     median_us: float
     gbps: float
     vs_eager: float
+    vs_floor: float = float("nan")  # floor time / this time: 1.0 runs as fast as one op moving the same bytes
 
 
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, reps: int = 50,
@@ -114,12 +115,19 @@ def _cpu_name() -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    """Fixed columns: shape, dtype, backend, median, GB/s, speed-up over eager PyTorch."""
+    """Fixed columns: shape, dtype, backend, median, GB/s, speed-up over eager PyTorch, and the fraction
+    of the floor's speed where a bench measured a floor (one op moving the same bytes)."""
     w = max([22, *(len(r.shape) + 2 for r in rows)])
-    print(f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}")
+    floors = any(r.vs_floor == r.vs_floor for r in rows)
+    print(f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}"
+          + (f"{'vs floor':>10}" if floors else ""))
     for r in rows:
-        ratio = f"{r.vs_eager:>9.2f}x" if r.vs_eager == r.vs_eager else f"{'-':>10}"  # NaN: no eager row
-        print(f"{r.shape:<{w}}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}{ratio}")
+        print(f"{r.shape:<{w}}{r.dtype:<10}{r.backend:<16}{_fmt_time(r.median_us):>12}{r.gbps:>9.1f}"
+              f"{_fmt_ratio(r.vs_eager)}" + (_fmt_ratio(r.vs_floor) if floors else ""))
+
+
+def _fmt_ratio(x: float) -> str:
+    return f"{x:>9.2f}x" if x == x else f"{'-':>10}"  # NaN: no row to compare with
 
 
 def _fmt_time(us: float) -> str:

@@ -4,8 +4,10 @@ GPU), one table, one JSON file with the machine, versions and git commit.
     python -m bench [--device cpu|cuda] [--quick] [--only step,dc,...] [--no-compile]
     python bench/run.py ...
 
-Rows keep each bench's columns (shape, dtype, backend, median, GB/s, ratio to eager PyTorch,
-measured in the same run); the JSON goes to bench/results/all-<device>.json (not with --quick).
+Rows keep each bench's columns (shape, dtype, backend, median, GB/s, ratio to eager PyTorch and,
+for the step bench, to its floor, measured in the same run); the JSON goes to
+bench/results/all-<device>.json (not with --quick), rewritten after each bench ("complete": false
+until the last), so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,9 +29,10 @@ from bench.common import RESULTS, Row, machine, print_table
 BENCHES = ("step", "sampler", "dc", "attention", "recon")
 
 
-def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: bool) -> dict[str, list[Row]]:
-    """Each named bench's rows, printed as they finish."""
-    out = {}
+def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: bool,
+        after: Callable[[dict[str, list[Row]]], object] | None = None) -> dict[str, list[Row]]:
+    """Each named bench's rows, printed as they finish; after(rows so far) runs after each bench."""
+    out: dict[str, list[Row]] = {}
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
         start = time.perf_counter()
@@ -42,6 +46,8 @@ def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: boo
         print(f"\n== {name} ({time.perf_counter() - start:.0f} s) ==")
         print_table(out[name])
         sys.stdout.flush()
+        if after is not None:
+            after(out)
     return out
 
 
@@ -95,16 +101,25 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown benches {sorted(unknown)}; choose from {','.join(BENCHES)}")
     device = torch.device(args.device)
-    results = run(names, device, args.quick, not args.no_compile)
-    goals = targets(results)
-    print_targets(goals)
-    if args.quick:
-        return
+    info = None if args.quick else machine()
+
+    def save(results: dict[str, list[Row]], complete: bool = False) -> Path:
+        return write(results, device, info or {}, complete)
+
+    results = run(names, device, args.quick, not args.no_compile, None if args.quick else save)
+    print_targets(targets(results))
+    if not args.quick:
+        print(f"\nwrote {save(results, complete=True)}")
+
+
+def write(results: dict[str, list[Row]], device: torch.device, info: dict[str, object], complete: bool) -> Path:
+    """Writes the rows so far, the machine and the targets they reach to bench/results/all-<device>.json."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"all-{device.type}.json"
     clean = {k: [{c: None if v != v else v for c, v in asdict(r).items()} for r in rows] for k, rows in results.items()}
-    path.write_text(json.dumps({"machine": machine(), "benches": clean, "targets": goals}, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    payload = {"machine": info, "complete": complete, "benches": clean, "targets": targets(results)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
 
 
 if __name__ == "__main__":

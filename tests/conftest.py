@@ -1,14 +1,17 @@
-"""Shared test settings: Triton runs interpreted on the CPU; tolerances are defined once per dtype."""
+"""Shared test settings: Triton compiles on a machine with a CUDA GPU and runs interpreted (on CPU
+tensors too) without one, unless TRITON_INTERPRET says otherwise; tolerances are defined once per dtype."""
 
 import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede any import of triton
 
 import pytest
 import torch
 
 from mridpm import _ext
-from mridpm.ops._backend import triton_available, triton_interpreted
+from mridpm.ops._backend import interpret_triton, triton_available, triton_interpreted
+
+# Before any import of triton (importing mridpm does not import it); torch.cuda.is_available() does not.
+_INTERPRET = interpret_triton(torch.cuda.is_available(), os.environ.get("TRITON_INTERPRET"))
+os.environ["TRITON_INTERPRET"] = "1" if _INTERPRET else "0"
 
 TOL = {
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},

@@ -19,6 +19,7 @@ def _backends():
 
 
 BACKENDS = _backends()
+TRITON_DEVICES = [d for b, d in BACKENDS if b == "triton"]
 REL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
@@ -106,3 +107,27 @@ BAD = [
 def test_bad_input(error, match, call):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_triton_reads_head_dim_through_its_stride(device):
+    """q, k, v with head_dim stride 3 (a view of every third channel) give the contiguous result."""
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 9, 2, 3 * 20, generator=g).to(device)[..., ::3] for _ in range(3))
+    assert q.stride(-1) == 3
+    got = attention(q, k, v, backend="triton")
+    assert _rel(got, attention_reference(q.double(), k.double(), v.double(), 1 / math.sqrt(20))) < 1e-5
+    (grad,) = torch.autograd.grad(attention(q.requires_grad_(), k, v, backend="triton").sum(), q)
+    (want,) = torch.autograd.grad(attention(q.contiguous(), k, v, backend="ref").sum(), q)
+    assert _rel(grad, want) < 1e-4
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_triton_offsets_past_32_bits(device):
+    """A batch stride of 2**30 elements (an int32 itself): batch 2's tile lies at 2**31, past what int32
+    offsets reach. On the CPU the storage is reserved, not touched: only the pages written take memory."""
+    storage = torch.empty(2 * 2**30 + 5 * 16, dtype=torch.float16, device=device)
+    q = storage.as_strided((3, 5, 1, 16), (2**30, 16, 16, 1))
+    q.copy_(torch.randn(3, 5, 1, 16, generator=torch.Generator().manual_seed(5)))
+    got = attention(q, q, q, backend="triton")
+    assert _rel(got, attention_reference(*(q.clone().double(),) * 3, 0.25)) < 1e-2

@@ -44,6 +44,24 @@ def test_every_backend_matches_the_reference(kernel, tol, batch, coils, spatial,
         torch.testing.assert_close(got, want, **t)
 
 
+@pytest.mark.parametrize("spatial", [(2, 4, 3, 6), (2, 2, 2, 2, 2), (3, 4, 2, 5)])
+def test_sign_of_four_and_more_dimensions_is_the_sum_of_indices(kernel, spatial):
+    """The kernels split the flat index as (n / (h w), h, w): wrong from 4 dimensions on when a non-last
+    size is even (issue 19). Every backend now uses the sum of all indices, as the reference does."""
+    backend, device = kernel
+    x, maps = crandn(2, *spatial).to(device), crandn(1, 3, *spatial).to(device)
+    k, y = crandn(2, 3, *spatial).to(device), crandn(2, 3, *spatial).to(device)
+    mask = torch.ones(spatial[-1], device=device)
+    for fn, args in [(dc.coil_expand, (x, maps)), (dc.kspace_blend, (k, y, mask)), (dc.coil_combine, (k, maps))]:
+        torch.testing.assert_close(fn(*args, sign=True, backend=backend), fn(*args, sign=True, backend="ref"))
+
+
+def test_in_place_blend_refuses_an_expanded_k():
+    k = crandn(1, 2, 4, 4).expand(3, 2, 4, 4)
+    with pytest.raises(ValueError, match="k is written but is expanded"):
+        dc.kspace_blend(k, crandn(3, 2, 4, 4), torch.ones(4), in_place=True, backend="ref")
+
+
 def test_sign_grid_is_minus_one_to_the_sum_of_indices():
     g = dc.sign_grid((3, 5, 4))  # odd sizes too: the kernels' (-1)^(d + h + w)
     for d, h, w in [(0, 0, 0), (0, 0, 1), (1, 2, 3), (2, 4, 3), (2, 1, 0)]:
@@ -75,11 +93,11 @@ class TestExtensionGuards:
     def setup_method(self):
         self.buf = torch.zeros(2 * 64)
 
-    def call(self, op=0, flags=0, sizes=None, buffers=None):
+    def call(self, op=0, flags=0, sizes=None, buffers=None, spatial=()):
         p = (self.buf.data_ptr(), 0, self.buf.numel())  # (pointer, batch stride unused, capacity in floats)
         sizes = sizes or [1, 2, 16, 4, 4, 1, 1, 1]  # batch, coils, n, h, w, maps_batch, mask_batch, mask_coils
         buffers = buffers or [p, p, p, p, p, p]
-        _ext.extension().dc_cpu(op, flags, sizes, buffers, [1.0, 1.0, 1.0], 1)
+        _ext.extension().dc_cpu(op, flags, sizes, buffers, [1.0, 1.0, 1.0], 1, spatial=list(spatial))
 
     def test_valid_calls_run(self):
         for op in (0, 1, 2):
@@ -95,10 +113,17 @@ class TestExtensionGuards:
         ({"sizes": [1, 2, 15, 4, 4, 1, 1, 1], "flags": 1}, "non-negative"),
         ({"sizes": [2**40, 2**20, 2**20, 4, 4, 1, 1, 1]}, "smaller than the extent"),
         ({"buffers": [(0, 0, 0)] * 6}, "smaller than the extent"),
+        ({"flags": 1, "spatial": [2, 3, 4]}, "checkerboard sign"),  # product 24 is not n
+        ({"flags": 1, "spatial": [0, 4, 4]}, "checkerboard sign"),
     ])
     def test_bad_arguments_raise(self, kw, match):
         with pytest.raises(ValueError, match=match):
             self.call(**kw)
+
+    def test_sign_splits_the_given_spatial_sizes(self):
+        self.call(flags=1, spatial=[4, 4])
+        self.call(flags=1, spatial=[1, 2, 1, 2, 4])
+        self.call(flags=1, spatial=[1] * 100 + [2, 2, 2, 2])
 
 
 BAD = [

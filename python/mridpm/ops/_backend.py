@@ -78,6 +78,13 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def interpret_triton(cuda_available: bool, env: str | None) -> bool:
+    """Whether Triton should run through its interpreter, given whether a CUDA GPU is usable and the
+    TRITON_INTERPRET a user set (None or empty: unset): as the user says, else only without a GPU, so a
+    GPU machine compiles the kernels it ships and a CPU-only one can still run them."""
+    return env == "1" if env else not cuda_available
+
+
 def _auto(op: str, device: torch.device, needs_grad: bool) -> str:
     if op in _TORCH_KERNELS:
         if device.type == "cuda":

@@ -1,7 +1,9 @@
 """Triton flash attention (Dao 2023's forward and backward) on (batch, tokens, heads, head_dim)
 tensors read through their strides, so q, k, v can be views of one (batch, tokens, 3, heads,
 head_dim) projection with no permute copies. Memory is linear in the tokens: the forward keeps
-one log-sum-exp per query, the backward recomputes the probabilities block by block."""
+one log-sum-exp per query, the backward recomputes the probabilities block by block. Every stride is
+used, head_dim's too; each program takes one row block of one (batch, head) on a flat axis-0 grid
+(_grid.py: batch * heads can pass 65535, as in axial attention over a volume), offsets in int64."""
 
 from __future__ import annotations
 
@@ -9,27 +11,33 @@ import torch
 import triton
 import triton.language as tl
 
+from mridpm.kernels.triton._grid import flat_grid, row_and_tile
+
+
+@triton.jit
+def _ptrs(X, s, b, h, rows, offs_d):
+    """Addresses of the (rows, head_dim) tile of batch b (int64) and head h through all four strides s."""
+    return X + b * s[0] + h * s[2] + rows.to(tl.int64)[:, None] * s[1] + offs_d[None, :] * s[3]
+
 
 @triton.jit
 def _load(X, s, b, h, rows, rmask, offs_d, dmask):
     """The (rows, head_dim) tile of batch b and head h, zero outside the masks."""
-    return tl.load(X + b * s[0] + h * s[2] + rows[:, None] * s[1] + offs_d[None, :],
-                   mask=rmask[:, None] & dmask[None, :], other=0.0)
+    return tl.load(_ptrs(X, s, b, h, rows, offs_d), mask=rmask[:, None] & dmask[None, :], other=0.0)
 
 
 @triton.jit
 def _store(X, s, b, h, rows, rmask, offs_d, dmask, value):
-    tl.store(X + b * s[0] + h * s[2] + rows[:, None] * s[1] + offs_d[None, :], value.to(X.dtype.element_ty),
-             mask=rmask[:, None] & dmask[None, :])
+    tl.store(_ptrs(X, s, b, h, rows, offs_d), value.to(X.dtype.element_ty), mask=rmask[:, None] & dmask[None, :])
 
 
 @triton.jit
-def _head(H, D: tl.constexpr, D_REAL):
-    """This program's batch, head and flat (batch, head) index (grid axis 1), and the head_dim lanes
-    padded to D with their mask."""
-    bh = tl.program_id(1)
+def _head(H, N, BLOCK: tl.constexpr, D: tl.constexpr, D_REAL):
+    """This program's batch, head and flat (batch, head) index (int64), its first row of N in blocks of
+    BLOCK, and the head_dim lanes padded to D with their mask."""
+    bh, tile = row_and_tile(tl.cdiv(N, BLOCK))
     offs_d = tl.arange(0, D)
-    return bh // H, bh % H, bh, offs_d, offs_d < D_REAL
+    return bh // H, bh % H, bh, tile * BLOCK, offs_d, offs_d < D_REAL
 
 
 @triton.jit
@@ -65,8 +73,8 @@ def _probs_and_ds(q, k, v, do, lse, delta, valid, scale):
 @triton.jit
 def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
                 D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, F32: tl.constexpr):
-    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
-    offs_m, mmask = _rows(tl.program_id(0) * BM, BM, NQ)
+    b, h, bh, start_m, offs_d, dmask = _head(H, NQ, BM, D, D_REAL)
+    offs_m, mmask = _rows(start_m, BM, NQ)
     q = _load(Q, sq, b, h, offs_m, mmask, offs_d, dmask)
     if F32:
         q = q.to(tl.float32)
@@ -94,8 +102,8 @@ def _fwd_kernel(Q, K, V, O, L, sq, sk, sv, so, NQ, NK, H, scale, D_REAL,
 @triton.jit
 def _bwd_kv_kernel(Q, K, V, DO, L, DELTA, DK, DV, sq, sk, sv, sdo, sdk, sdv, NQ, NK, H, scale, D_REAL,
                    D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
-    offs_n, nmask = _rows(tl.program_id(0) * BN, BN, NK)
+    b, h, bh, start_n, offs_d, dmask = _head(H, NK, BN, D, D_REAL)
+    offs_n, nmask = _rows(start_n, BN, NK)
     k, v = _load_f32(K, sk, V, sv, b, h, offs_n, nmask, offs_d, dmask)
     dk = tl.zeros((BN, D), tl.float32)
     dv = tl.zeros((BN, D), tl.float32)
@@ -113,8 +121,8 @@ def _bwd_kv_kernel(Q, K, V, DO, L, DELTA, DK, DV, sq, sk, sv, sdo, sdk, sdv, NQ,
 @triton.jit
 def _bwd_q_kernel(Q, K, V, DO, L, DELTA, DQ, sq, sk, sv, sdo, sdq, NQ, NK, H, scale, D_REAL,
                   D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    b, h, bh, offs_d, dmask = _head(H, D, D_REAL)
-    offs_m, mmask = _rows(tl.program_id(0) * BM, BM, NQ)
+    b, h, bh, start_m, offs_d, dmask = _head(H, NQ, BM, D, D_REAL)
+    offs_m, mmask = _rows(start_m, BM, NQ)
     q, do = _load_f32(Q, sq, DO, sdo, b, h, offs_m, mmask, offs_d, dmask)
     lse, delta = _row_stats(L, DELTA, bh, NQ, offs_m, mmask)
     dq = tl.zeros((BM, D), tl.float32)
@@ -139,8 +147,8 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> 
     lse = torch.empty((B * H, NQ), dtype=torch.float32, device=q.device)
     D, BM, BN = _blocks(Dr)
     f32 = q.dtype == torch.float32 or q.device.type == "cpu"  # the interpreter has no half dots
-    _fwd_kernel[(triton.cdiv(NQ, BM), B * H)](q, k, v, out, lse, q.stride(), k.stride(), v.stride(), out.stride(),
-                                              NQ, NK, H, scale, Dr, D=D, BM=BM, BN=BN, F32=f32)
+    _fwd_kernel[flat_grid(B * H, NQ, BM)](q, k, v, out, lse, q.stride(), k.stride(), v.stride(), out.stride(), NQ,
+                                          NK, H, scale, Dr, D=D, BM=BM, BN=BN, F32=f32)
     return out, lse
 
 
@@ -152,9 +160,9 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     delta = (dout.float() * out.float()).sum(-1).permute(0, 2, 1).reshape(B * H, NQ).contiguous()
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
     D, BM, BN = _blocks(Dr)
-    _bwd_kv_kernel[(triton.cdiv(NK, BN), B * H)](q, k, v, dout, lse, delta, dk, dv, q.stride(), k.stride(),
-                                                 v.stride(), dout.stride(), dk.stride(), dv.stride(), NQ, NK, H,
-                                                 scale, Dr, D=D, BM=BM, BN=BN)
-    _bwd_q_kernel[(triton.cdiv(NQ, BM), B * H)](q, k, v, dout, lse, delta, dq, q.stride(), k.stride(), v.stride(),
-                                                dout.stride(), dq.stride(), NQ, NK, H, scale, Dr, D=D, BM=BM, BN=BN)
+    _bwd_kv_kernel[flat_grid(B * H, NK, BN)](q, k, v, dout, lse, delta, dk, dv, q.stride(), k.stride(), v.stride(),
+                                             dout.stride(), dk.stride(), dv.stride(), NQ, NK, H, scale, Dr, D=D,
+                                             BM=BM, BN=BN)
+    _bwd_q_kernel[flat_grid(B * H, NQ, BM)](q, k, v, dout, lse, delta, dq, q.stride(), k.stride(), v.stride(),
+                                            dout.stride(), dq.stride(), NQ, NK, H, scale, Dr, D=D, BM=BM, BN=BN)
     return dq, dk, dv
