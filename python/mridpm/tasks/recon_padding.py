@@ -20,6 +20,11 @@ def unet_factor(network: Any) -> int:
     return 2 ** (len(mult) - 1) if mult else 1
 
 
+def size_multiple(prior: Any) -> int:
+    """The multiple a prior's image sides must be: its card's "size_multiple" (external priors), else its UNet's."""
+    return int(prior.info["size_multiple"]) if "size_multiple" in prior.info else unet_factor(prior.model)
+
+
 def padded_size(size: tuple[int, ...], factor: int) -> tuple[int, ...]:
     """Each side rounded up to the next multiple of factor."""
     return tuple(-(-int(n) // factor) * factor for n in size)

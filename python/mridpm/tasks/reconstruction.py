@@ -20,7 +20,7 @@ from mridpm.mri.dc import all_finite, conjugate_gradient
 from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.random import Generator
 from mridpm.tasks import posterior as ps
-from mridpm.tasks.recon_padding import fit_model, unet_factor
+from mridpm.tasks.recon_padding import fit_model, size_multiple
 from mridpm.tasks.recon_scale import estimate_scale, image_scales
 from mridpm.tasks.recon_scale import image_scale as image_scale  # re-exported: the scale of an image made
 
@@ -255,13 +255,14 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
 
 def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, method: str = "dds",
                       noise_std: float = 0.0, scale: float | None = None, **kwargs: Any) -> Reconstruction:
-    """reconstruct() with a bundled prior (mridpm.nets.priors.load_prior): its two-channel network
-    as a complex model (run zero-padded to the sides its UNet takes, recon_padding), x0 clipped to its
-    data range, and y scaled by estimate_scale (or scale) so that the image has the range the prior
-    was trained on; the result is scaled back."""
+    """reconstruct() with a prior from mridpm.nets.priors.load_prior (bundled, trained or external):
+    its two-channel network as a complex model (run zero-padded to the sides it takes: info
+    "size_multiple", else its UNet's, recon_padding), x0 clipped to its data range, and y divided by
+    estimate_scale / info["p99"] (or by scale) so that the image has the range the prior was trained
+    on; the result is scaled back."""
     check_problem(y, op, noise_std)
-    s = estimate_scale(y, op) if scale is None else float(scale)
-    model = fit_model(ps.ComplexDenoiser(prior.model), tuple(y.shape[-2:]), unet_factor(prior.model))
+    s = estimate_scale(y, op) / float(prior.info.get("p99", 1.0)) if scale is None else float(scale)
+    model = fit_model(ps.ComplexDenoiser(prior.model), tuple(y.shape[-2:]), size_multiple(prior))
     kwargs.setdefault("coil_scale", method == "pc-rss")
     r = reconstruct(y / s, op, model, prior.schedule, method=method, noise_std=noise_std / s,
                     prediction=prior.prediction, clip=tuple(prior.info["data_range"]), **kwargs)

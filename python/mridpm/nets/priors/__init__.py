@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.nets.unet import UNet
@@ -20,9 +22,10 @@ from mridpm.nets.unet import UNet
 @dataclass
 class Prior:
     """A trained denoiser with what a sampler needs to use it (samplers should clip x0 to
-    info["data_range"], the range of the training images)."""
+    info["data_range"], the range of the training images). model(x, t) is an mridpm UNet for bundled and
+    trained priors, any module or callable for external ones (mridpm.nets.external)."""
 
-    model: UNet
+    model: nn.Module | Callable[..., torch.Tensor]
     schedule: DiscreteSchedule
     prediction: str
     info: dict[str, Any]
@@ -40,11 +43,20 @@ def available() -> list[str]:
 _INFO_KEYS = ("model", "image_size", "data_range", "schedule", "prediction", "num_train_timesteps", "sha256")
 
 
-def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device = "cpu") -> Prior:
+def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device = "cpu",
+               format: str | None = None, **options: Any) -> Prior:
     """The bundled prior `name`, or the latest checkpoint of a `mridpm train` run directory, in eval
-    mode (its EMA weights, in float32); ValueError with one line when anything does not check out."""
+    mode (its EMA weights, in float32); with `format` (one of mridpm.nets.external.FORMATS), the
+    checkpoint `name` saved by that repository, options going to its loader. ValueError with one line
+    when anything does not check out."""
     from mridpm.train.checkpoint import is_plain_file_name, read_safetensors
 
+    if format is not None:
+        from mridpm.nets.external import load_external
+
+        return load_external(name, format, device, **options)
+    if options:
+        raise ValueError(f"options {sorted(options)} apply only to external checkpoints (format=...)")
     if Path(name).is_dir():
         return _from_run(Path(name), device)
     if not is_plain_file_name(os.fspath(name)):
