@@ -13,6 +13,7 @@ import torch
 from mridpm.data.simulation import simulated_slices
 from mridpm.nets import priors
 from mridpm.tasks import recon_file as rf
+from mridpm.tasks import recon_parts, recon_slices
 
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("nibabel")
@@ -37,13 +38,13 @@ def _listing(d: Path) -> list[str]:
 
 
 def test_output_paths_name_every_file_and_need_an_h5_name(tmp_path) -> None:
-    assert rf.output_paths(tmp_path / "r.h5") == {
+    assert recon_parts.output_paths(tmp_path / "r.h5") == {
         "hdf5": tmp_path / "r.h5", "nifti": tmp_path / "r.nii.gz",
         "nifti_uncertainty": tmp_path / "r_uncertainty.nii.gz", "png": tmp_path / "r.png"}
-    assert rf.output_paths("a.b.hdf5")["png"] == Path("a.b.png")
+    assert recon_parts.output_paths("a.b.hdf5")["png"] == Path("a.b.png")
     for bad in ("r.nii.gz", "r", ".h5", "r.png"):
         with pytest.raises(ValueError, match=r"--out must name an HDF5 file ending in \.h5"):
-            rf.output_paths(bad)
+            recon_parts.output_paths(bad)
 
 
 def test_out_equal_to_an_input_is_refused_untouched(small, tmp_path) -> None:
@@ -67,7 +68,7 @@ def test_existing_outputs_need_overwrite(small, tmp_path) -> None:
         rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, **FAST)
     assert _listing(tmp_path) == ["r.png"]
     written = rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, overwrite=True, **FAST)
-    assert written == rf.output_paths(tmp_path / "r.h5")
+    assert written == recon_parts.output_paths(tmp_path / "r.h5")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert _listing(tmp_path) == ["r.h5", "r.nii.gz", "r.png", "r_uncertainty.nii.gz"]
 
@@ -152,14 +153,14 @@ def test_outputs_appear_together_or_not_at_all(small, tmp_path, monkeypatch) -> 
     def broken(*args, **kw):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(rf, "file_figure", broken)
+    monkeypatch.setattr(recon_parts, "file_figure", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, **FAST)
     assert _listing(tmp_path) == ["r.h5.parts"]  # no .h5, no .nii.gz, no temporary file
     assert _listing(tmp_path / "r.h5.parts") == ["settings.json", "slice-0000.safetensors", "slice-0001.safetensors"]
     monkeypatch.undo()
     calls = []
-    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: calls.append(1))
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", lambda *a, **kw: calls.append(1))
     rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, **FAST)
     assert calls == [] and _listing(tmp_path) == ["r.h5", "r.nii.gz", "r.png", "r_uncertainty.nii.gz"]
 
@@ -168,7 +169,7 @@ def test_a_damaged_part_is_computed_again(small, tmp_path, monkeypatch) -> None:
     from safetensors.torch import load_file
 
     path, maps, _ = small
-    real, calls = rf.reconstruct_prior, []
+    real, calls = recon_slices.reconstruct_prior, []
 
     def cut(*args, **kw):
         if calls:
@@ -176,14 +177,14 @@ def test_a_damaged_part_is_computed_again(small, tmp_path, monkeypatch) -> None:
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(rf, "reconstruct_prior", cut)
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", cut)
     with pytest.raises(KeyboardInterrupt):
         rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, **FAST)
     part = tmp_path / "r.h5.parts" / "slice-0000.safetensors"
     first = {k: v.clone() for k, v in load_file(str(part)).items()}  # not views of the file cut below
     part.write_bytes(part.read_bytes()[:100])  # truncated
     calls.clear()
-    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
     with pytest.warns(UserWarning, match=r"slice-0000\.safetensors is unreadable .*computing that slice again"):
         out = rf.reconstruct_file(path, tmp_path / "r.h5", maps=maps, **FAST)["hdf5"]
     assert len(calls) == 2  # the damaged slice and the missing one
@@ -195,10 +196,10 @@ def test_a_damaged_part_is_computed_again(small, tmp_path, monkeypatch) -> None:
 def test_a_part_of_another_shape_is_computed_again(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: torch.zeros(8, 8) for k in rf.NAMES}, str(tmp_path / "p.safetensors"))
+    save_file({k: torch.zeros(8, 8) for k in recon_parts.NAMES}, str(tmp_path / "p.safetensors"))
     with pytest.warns(UserWarning, match="does not hold a finished slice of this run"):
-        assert rf.load_part(tmp_path / "p.safetensors", (64, 64)) is None
-    assert set(rf.load_part(tmp_path / "p.safetensors", (8, 8))) == set(rf.NAMES)
+        assert recon_parts.load_part(tmp_path / "p.safetensors", (64, 64)) is None
+    assert set(recon_parts.load_part(tmp_path / "p.safetensors", (8, 8))) == set(recon_parts.NAMES)
 
 
 def test_a_corrupt_settings_file_is_named(small, tmp_path) -> None:
@@ -284,8 +285,8 @@ def test_settings_round_trip_through_json(small, tmp_path) -> None:
     """The parts' settings compare equal after JSON, so a resumed run is recognised."""
     path = small[0]
     settings = {"input": str(path), "accel": 4, "center": None, "t_start": "300"}
-    rf.save_part(tmp_path / "p", settings, tmp_path / "p" / "slice-0000.safetensors",
-                 {k: torch.zeros(2, 2) for k in rf.NAMES})
+    recon_parts.save_part(tmp_path / "p", settings, tmp_path / "p" / "slice-0000.safetensors",
+                 {k: torch.zeros(2, 2) for k in recon_parts.NAMES})
     assert json.loads((tmp_path / "p" / "settings.json").read_text()) == settings
     rf.check_parts(tmp_path / "p", settings)
     with pytest.raises(ValueError, match="other settings"):

@@ -81,14 +81,15 @@ def masked_file(tmp_path_factory: pytest.TempPathFactory):
 def _run_capturing(monkeypatch, path, out, **kwargs):
     """reconstruct_file with the operators and k-space that reached the prior recorded."""
     from mridpm.tasks import recon_file as rf
+    from mridpm.tasks import recon_slices
 
-    seen, real = [], rf.reconstruct_prior
+    seen, real = [], recon_slices.reconstruct_prior
 
     def record(y, op, *a, **kw):
         seen.append((y, op))
         return real(y, op, *a, **kw)
 
-    monkeypatch.setattr(rf, "reconstruct_prior", record)
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", record)
     written = rf.reconstruct_file(path, out, method="dds", steps=2, samples=1, progress=False, **kwargs)
     return written, seen
 

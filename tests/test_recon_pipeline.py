@@ -14,6 +14,7 @@ from mridpm.mri.masks import line_mask
 from mridpm.nets import priors
 from mridpm.random import Generator
 from mridpm.tasks import recon_file as rf
+from mridpm.tasks import recon_parts, recon_slices
 from mridpm.tasks.recon_evaluation import evaluate
 from mridpm.tasks.recon_figures import center_crop, demo
 
@@ -74,7 +75,7 @@ def test_interrupted_run_resumes_without_recomputing(volume, tmp_path, monkeypat
     kwargs = {"method": "dds", "accel": 4, "steps": 6, "samples": 2, "maps": maps, "progress": False}
     whole = _read(rf.reconstruct_file(path, tmp_path / "whole.h5", **kwargs)["hdf5"])
 
-    real, calls = rf.reconstruct_prior, []
+    real, calls = recon_slices.reconstruct_prior, []
 
     def failing(*args, **kw):
         if len(calls) == 2:
@@ -82,13 +83,13 @@ def test_interrupted_run_resumes_without_recomputing(volume, tmp_path, monkeypat
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(rf, "reconstruct_prior", failing)
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", failing)
     with pytest.raises(KeyboardInterrupt):
         rf.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)
     assert sorted(p.name for p in (tmp_path / "cut.h5.parts").glob("slice-*")) == ["slice-0000.safetensors",
                                                                                      "slice-0001.safetensors"]
     calls.clear()
-    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    monkeypatch.setattr(recon_slices, "reconstruct_prior", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
     resumed = _read(rf.reconstruct_file(path, tmp_path / "cut.h5", **kwargs)["hdf5"])
     assert len(calls) == 1  # only the unfinished slice
     for k in whole:
@@ -159,8 +160,9 @@ def test_bad_inputs_give_clear_errors(volume, tmp_path, capsys) -> None:
 
 def test_warm_start_from_the_command_line(volume, tmp_path, monkeypatch) -> None:
     path, maps, _ = volume
-    real, evals = rf.reconstruct_prior, []
-    monkeypatch.setattr(rf, "reconstruct_prior", lambda *a, **kw: (r := real(*a, **kw), evals.append(r.evaluations))[0])
+    real, evals = recon_slices.reconstruct_prior, []
+    monkeypatch.setattr(recon_slices, "reconstruct_prior",
+                        lambda *a, **kw: (r := real(*a, **kw), evals.append(r.evaluations))[0])
     out = rf.reconstruct_file(path, tmp_path / "warm.h5", accel=4, samples=1, maps=maps, warm_start="cg",
                               t_start=300, progress=False)["hdf5"]
     assert evals == [16, 16, 16]  # DDS, 50 leading steps: timesteps 300, 280, ..., 0
@@ -209,7 +211,7 @@ def test_figure_crops_to_a_smaller_target(tmp_path) -> None:
     vols = {k: torch.rand(3, 20, 12) for k in ("mean", "std", "zero_filled", "cg")}
     target = center_crop(vols["mean"], (8, 8)).clone()
     assert torch.equal(target, vols["mean"][:, 6:14, 2:10])
-    written = rf._write_outputs(tmp_path / "r.h5", vols, target, {"method": "dds"})
+    written = recon_parts.write_outputs(tmp_path / "r.h5", vols, target, {"method": "dds"})
     with Image.open(written["png"]) as im:
         assert im.size[0] == 5 * (8 * 3 + 6) + 6  # five 8-wide panels (scaled 3x, padded 6)
 

@@ -42,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     _seed_and_overwrite(p)
     p = sub.add_parser("reconstruct", help="reconstruct undersampled fastMRI k-space with a diffusion prior")
-    p.add_argument("input", help="fastMRI HDF5 file")
-    p.add_argument("--out", required=True, help="output HDF5 file (NIfTI and PNG are written next to it)")
+    p.add_argument("input", nargs="+", help="a fastMRI HDF5 file, or several: directories (their *.h5 files), "
+                                            "glob patterns, files; split over the processes of torchrun")
+    p.add_argument("--out", required=True, help="output HDF5 file for one input (NIfTI and PNG are written next to "
+                                                "it), else a directory of <stem>.h5 files")
+    p.add_argument("--batch", type=a.positive, default=1,
+                   help="slices per sampler run (faster on a GPU; the noise differs from --batch 1)")
     p.add_argument("--method", default="dds",
                    choices=["projection", "langevin", "pc", "pc-rss", "dps", "dds", "tv3d"],
                    help="tv3d: the volume at once, DDS with TV along the slices")
@@ -61,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="start the reverse process at --t-start from this reconstruction, noised")
     p.add_argument("--t-start", type=a.integer(1), help="the timestep a warm start begins at (e.g. 400 of 1000)")
     p.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
+    p.add_argument("--prior-format", help="--prior is a checkpoint in this repository's layout (load_prior format=)")
     _seed_and_overwrite(p)
     p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
     p.add_argument("--methods", help=f"comma-separated (default: {DEFAULT_METHODS}; with --kspace-cv: "
@@ -68,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--accels", type=_accels, default=(4.0, 8.0), help="comma-separated accelerations (> 1)")
     p.add_argument("--slices", type=a.positive, help="number of held-out slices (default: all)")
     p.add_argument("--samples", type=a.positive, default=1)
-    p.add_argument("--prior", default="brain64c")
+    p.add_argument("--prior", default="brain64c",
+                   help="a bundled prior or a training run directory (a head prior is evaluated at full size on "
+                        "held-out heads of each contrast and dipy's real T1 slice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--kspace-cv", nargs="+", metavar="FILE",
                    help="instead: score the methods on these fastMRI files without a reference, by k-space "
@@ -136,21 +143,13 @@ def _run(args: argparse.Namespace) -> int:
 
         run(args)
     if args.command == "reconstruct":
-        from mridpm.tasks.recon_file import reconstruct_file
-
-        written = reconstruct_file(args.input, args.out, method=args.method, accel=args.accel, center=args.center,
-                                   samples=args.samples, steps=args.steps, seed=args.seed, prior=args.prior,
-                                   noise_std=args.noise_std, maps=args.maps, overwrite=args.overwrite,
-                                   mask_kind=args.mask_kind,
-                                   **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start))
-                                      if v is not None})
-        for kind, path in written.items():
-            print(f"wrote {kind}: {path}")
+        _reconstruct(args)
 
     if args.command in ("evaluate", "demo"):
         from mridpm.tables import markdown_table
         from mridpm.tasks.recon_evaluation import TABLE_COLUMNS, TABLE_FORMATS, evaluate
         from mridpm.tasks.recon_figures import demo
+        from mridpm.tasks.recon_heads_eval import HEAD_COLUMNS
 
         check_outputs([args.out] if args.command == "demo" else [args.json] if args.json else [],
                       overwrite=args.overwrite)
@@ -171,8 +170,8 @@ def _run(args: argparse.Namespace) -> int:
                         tmp.write_text(json.dumps(rows, indent=2) + "\n")
         if args.command == "evaluate" and args.kspace_cv:
             print(markdown_table(rows, *CV_TABLE))
-        else:
-            print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
+        else:  # a head prior's rows name their data and sampling (recon_heads_eval)
+            print(markdown_table(rows, HEAD_COLUMNS if rows and "data" in rows[0] else TABLE_COLUMNS, TABLE_FORMATS))
 
     if args.command == "sample":
         import torch
@@ -220,6 +219,38 @@ def _run(args: argparse.Namespace) -> int:
         data = info()
         print(json.dumps(data, indent=2) if args.json else format_info(data))
     return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    """One file in one process as always (reconstruct_file); several files, a directory or a pattern,
+    or any input under torchrun, as a dataset split over the processes (recon_dataset)."""
+    import glob
+    import os
+    from pathlib import Path
+
+    from mridpm.tasks.recon_dataset import SUMMARY, reconstruct_dataset
+    from mridpm.tasks.recon_file import reconstruct_file
+
+    first, out = Path(args.input[0]), Path(args.out)
+    to_dir = (out.is_dir() or args.out.endswith(("/", os.sep))) and out.suffix.lower() not in (".h5", ".hdf5")
+    pattern = glob.has_magic(args.input[0]) and not first.exists()
+    single = len(args.input) == 1 and not first.is_dir() and not pattern and not to_dir
+    common = {"method": args.method, "accel": args.accel, "center": args.center, "samples": args.samples,
+              "steps": args.steps, "seed": args.seed, "prior": args.prior, "noise_std": args.noise_std,
+              "overwrite": args.overwrite, "mask_kind": args.mask_kind, "batch": args.batch,
+              "prior_format": args.prior_format,
+              **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start)) if v is not None}}
+    if single and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        for kind, path in reconstruct_file(first, args.out, maps=args.maps, **common).items():
+            print(f"wrote {kind}: {path}")
+        return
+    if args.maps is not None:
+        raise ValueError("--maps holds the coil maps of one file: give one input file and run one process")
+    rows = reconstruct_dataset(args.input, args.out, single_out=args.out if single else None, **common)
+    if rows:
+        from mridpm.tables import markdown_table
+
+        print(markdown_table(rows, *SUMMARY))
 
 
 CV_TABLE = (("file", "method", "cv_nmse", "slices", "seconds"), {"cv_nmse": "{:.4f}", "seconds": "{:.2f}"})

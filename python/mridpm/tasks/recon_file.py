@@ -8,7 +8,6 @@ import json
 import math
 import numbers
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,38 +15,21 @@ from typing import Any
 import torch
 
 from mridpm.data.fastmri import read_maps
-from mridpm.mri.classical import cg_sense, zero_filled
 from mridpm.mri.masks import acs_square, check_line_options, check_mask_kind, file_mask
-from mridpm.mri.operators import Sense, SingleCoil
-from mridpm.random import Generator
-from mridpm.tasks.recon_baselines import estimate_noise_std
-from mridpm.tasks.recon_figures import file_figure
-from mridpm.tasks.recon_padding import padded_size, unet_factor
-from mridpm.tasks.recon_scale import image_scale
-from mridpm.tasks.reconstruction import METHODS, check_schedule_options, check_values, reconstruct_prior
+from mridpm.tasks.recon_padding import padded_size, size_multiple
+from mridpm.tasks.recon_parts import output_paths
+from mridpm.tasks.reconstruction import METHODS, check_schedule_options, check_values
 
 PRIOR_METHODS = tuple(m for m in METHODS if m != "kspace")  # what an unconditional 2D prior runs
-NAMES = ("mean", "std", "zero_filled", "cg")  # the magnitude volumes kept per slice
 WARM_STARTS = ("zero_filled", "cg")
-
-
-def output_paths(out: str | os.PathLike) -> dict[str, Path]:
-    """Every file written for --out (the HDF5 file, and next to it the NIfTI volumes and the PNG), so
-    that one list is checked before the work and written after it; --out must end in .h5 or .hdf5."""
-    h5 = Path(out)
-    if h5.suffix.lower() not in (".h5", ".hdf5") or not h5.stem:
-        raise ValueError(f"--out must name an HDF5 file ending in .h5 (the NIfTI and PNG files are written next to "
-                         f"it), got {h5}")
-    stem = h5.name[: -len(h5.suffix)]
-    return {"hdf5": h5, "nifti": h5.with_name(stem + ".nii.gz"),
-            "nifti_uncertainty": h5.with_name(stem + "_uncertainty.nii.gz"), "png": h5.with_name(stem + ".png")}
 
 
 def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method: str = "dds",
                      accel: float | None = None, center: float | None = None, mask_kind: str = "lines",
                      samples: int = 4, steps: int | None = None, seed: int = 0, prior: str = "brain64c",
                      noise_std: float | None = None, maps: str | os.PathLike | torch.Tensor | None = None,
-                     progress: bool = True, overwrite: bool = False, **options: Any) -> dict[str, Path]:
+                     progress: bool = True, overwrite: bool = False, batch: int = 1, prior_format: str | None = None,
+                     device: str | torch.device | None = None, **options: Any) -> dict[str, Path]:
     """Reconstructs every slice of a fastMRI file and writes out (HDF5: reconstruction, uncertainty,
     zero_filled, cg_sense magnitudes), NIfTI volumes of the reconstruction and uncertainty, and a PNG of
     the middle slice, all four or none; existing outputs are replaced only with overwrite, an input
@@ -57,72 +39,89 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     Coil maps: a (slices, coils, H, W) tensor or an HDF5 file's 'maps' dataset, else ESPIRiT from the
     fully sampled center. Finished slices are kept in out.parts/ until the end, so an interrupted run
     resumes where it stopped. noise_std None estimates the noise per slice from the measured samples
-    of the outermost k-space rows (0 makes the result reproduce y). options go to reconstruct()
-    (warm_start, t_start, the method's own)."""
+    of the outermost k-space rows (0 makes the result reproduce y). batch slices share one sampler run
+    (recon_slices.compute_chunk), on device (default: recon_slices.pick_device); prior_format loads
+    prior through load_prior(format=). options go to reconstruct() (warm_start, t_start, the method's own)."""
     from tqdm.auto import tqdm
 
-    from mridpm.data._atomic import all_or_none
-    from mridpm.data.fastmri import read_fastmri
     from mridpm.data.paths import check_outputs
-    from mridpm.mri.espirit import center_maps, check_calibration
-    from mridpm.nets.priors import load_prior
+    from mridpm.tasks.recon_slices import assemble, compute_chunk, file_chunks, pick_device
 
     paths = output_paths(out)
     check_options(method, samples, steps, seed, noise_std, options)
+    check_batch(batch)
     check_line_options(accel, center)
     check_mask_kind(mask_kind, accel)
     inputs = [path, *([maps] if isinstance(maps, (str, os.PathLike)) else [])]
     check_outputs(paths.values(), inputs, overwrite=overwrite)
-    out = paths["hdf5"]
+    dev = pick_device(device)
+    p = open_prior(prior, prior_format, dev)
+    settings = file_settings(path, method=method, accel=accel, center=center, mask_kind=mask_kind, samples=samples,
+                             steps=steps, seed=seed, prior=prior, noise_std=noise_std, maps=maps, batch=batch,
+                             prior_format=prior_format, options=options)
+    job = open_file(path, paths["hdf5"], p, settings, options, maps=maps, batch=batch)
+    chunks = file_chunks(job.slices, method, batch)
+    for chunk in tqdm(chunks, desc="slices", disable=not progress or len(chunks) == 1):
+        compute_chunk(job, chunk, p, dev)
+    return assemble(job, p, dev, batch)
+
+
+def open_prior(prior: str | os.PathLike, prior_format: str | None, device: torch.device) -> Any:
+    """load_prior(prior) on device, through format= only when a checkpoint format is named."""
+    from mridpm.nets.priors import load_prior
+
+    if prior_format is None:
+        return load_prior(prior, device)
+    return load_prior(prior, device, format=prior_format)
+
+
+def check_batch(batch: int) -> None:
+    """Refuses a --batch that is not a positive integer."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+
+
+def file_settings(path: str | os.PathLike, *, method: str, accel: float | None, center: float | None,
+                  mask_kind: str, samples: int, steps: int | None, seed: int, prior: str | os.PathLike,
+                  noise_std: float | None, maps: object, batch: int, prior_format: str | None,
+                  options: dict[str, Any]) -> dict[str, Any]:
+    """What decides a file's result: kept in out.parts/settings.json and as the output's HDF5
+    attributes, so finished slices or files of other settings are never mixed in (batch and
+    prior_format only when they differ from the default, so the single-file form's stay as they were)."""
+    return {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
+            "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
+            "noise_std": noise_std, "maps": None if maps is None else "given",
+            **({"batch": batch} if batch > 1 else {}), **({"prior_format": prior_format} if prior_format else {}),
+            **{k: str(v) for k, v in options.items()}}
+
+
+def open_file(path: str | os.PathLike, out: Path, prior: Any, settings: dict[str, Any], options: dict[str, Any], *,
+              maps: str | os.PathLike | torch.Tensor | None = None, batch: int = 1) -> Any:
+    """The file read and checked for a run with settings and reconstruct() options (volume, mask,
+    size, schedule options, memory of batch slices, calibration, out.parts), as a
+    recon_slices.FileJob; nothing is written."""
+    from mridpm.data.fastmri import read_fastmri
+    from mridpm.mri.espirit import check_calibration
+    from mridpm.tasks.recon_slices import FileJob
+
+    method, seed = settings["method"], settings["seed"]
     vol = read_fastmri(path)
     check_volume(vol, path, method)
     kspace = vol.kspace if vol.multicoil else vol.kspace[:, None]
-    mask = file_mask(kspace, vol.mask, accel, center, seed, mask_kind)
-    p = load_prior(prior)
+    mask = file_mask(kspace, vol.mask, settings["accel"], settings["center"], seed, settings["mask_kind"])
     size = tuple(kspace.shape[-2:])
-    check_size(p, size)
-    check_schedule_options(p.schedule, steps, options.get("warm_start"), options.get("t_start"))
+    check_size(prior, size)
+    check_schedule_options(prior.schedule, settings["steps"], options.get("warm_start"), options.get("t_start"))
     n = kspace.shape[0]
-    check_memory(p, samples, n if method == "tv3d" else 1, kspace.shape[1],
-                 padded_size(size, unet_factor(p.model)), method)
+    check_memory(prior, settings["samples"], n if method == "tv3d" else min(batch, n), kspace.shape[1],
+                 padded_size(size, size_multiple(prior)), method)
     acs = acs_square(mask, size)
     given = read_maps(maps, kspace, vol.multicoil)
     if vol.multicoil and given is None:
         check_calibration(acs)
     parts = out.with_name(out.name + ".parts")
-    settings = {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
-                "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
-                "noise_std": noise_std, "maps": None if maps is None else "given",
-                **{k: str(v) for k, v in options.items()}}
     check_parts(parts, settings)  # the last check: nothing is written before here
-    done: dict[int, dict[str, torch.Tensor]] = {}
-    chunks = [list(range(n))] if method == "tv3d" else [[s] for s in range(n)]  # tv3d: the volume at once
-    for chunk in tqdm(chunks, desc="slices", disable=not progress or len(chunks) == 1):
-        files = [parts / f"slice-{s:04d}.safetensors" for s in chunk]
-        found = [load_part(f, size) for f in files]
-        if all(d is not None for d in found):
-            done.update(zip(chunk, found, strict=True))  # type: ignore[arg-type]
-            continue
-        m = mask[chunk[0] : chunk[-1] + 1] if mask.shape[0] > 1 else mask  # per-slice 2D masks
-        y = kspace[chunk[0] : chunk[-1] + 1] * m
-        if vol.multicoil:
-            smaps = given[chunk[0] : chunk[-1] + 1] if given is not None else center_maps(y, acs)
-            op: Sense | SingleCoil = Sense(smaps, m)
-        else:
-            op, y = SingleCoil(m[:, 0]), y[:, 0]
-        sigma = estimate_noise_std(y, op.mask.mask) if noise_std is None else noise_std  # type: ignore[union-attr]
-        cg = cg_sense(y, op, iters=10).abs()  # the baseline, and (estimate_scale) the prior's scale
-        r = reconstruct_prior(y, op, p, method=method, samples=samples, steps=steps, noise_std=sigma,
-                              scale=image_scale(cg), generator=Generator(seed + chunk[0]), **options)
-        images = (r.mean.abs(), r.std, zero_filled(y, op).abs(), cg)
-        for i, (s, f) in enumerate(zip(chunk, files, strict=True)):
-            done[s] = {k: v[i].contiguous() for k, v in zip(NAMES, images, strict=True)}
-            save_part(parts, settings, f, done[s])
-    vols = {k: torch.stack([done[s][k] for s in range(n)]) for k in NAMES}
-    with all_or_none():
-        written = _write_outputs(out, vols, vol.target, settings)
-    shutil.rmtree(parts, ignore_errors=True)
-    return written
+    return FileJob(Path(path), out, kspace, mask, acs, given, vol.multicoil, vol.target, settings, options)
 
 
 def check_options(method: str, samples: int, steps: int | None, seed: int, noise_std: float | None,
@@ -176,21 +175,24 @@ def memory_bytes(config: Any, samples: int, slices: int, coils: int, size: tuple
     _memory.unet_bytes) on every sample's image (pc-rss: every coil's; DPS counted twice, as it keeps
     the activations for its gradient), and per sample the repeated k-space and coil maps with three
     coil-sized temporaries of the operator (5 coil images per slice) and ten complex images (sample,
-    noise, Tweedie estimate, model output, CG vectors, result)."""
+    noise, Tweedie estimate, model output, CG vectors, result). An external network (config None) has no
+    activation estimate: only its operator's tensors are counted."""
     from mridpm._memory import unet_bytes
 
     images = slices * (coils if method == "pc-rss" else 1)
     pixels = math.prod(int(n) for n in size)
-    unet = unet_bytes(config, samples * images, size) * (2 if method == "dps" else 1)
+    unet = 0 if config is None else unet_bytes(config, samples * images, size) * (2 if method == "dps" else 1)
     return unet + samples * 8 * pixels * (5 * slices * coils + 10 * images)
 
 
 def check_memory(prior: Any, samples: int, slices: int, coils: int, size: tuple[int, ...], method: str) -> None:
     """Refuses (with the estimate) a --samples whose reconstruction needs more than the free memory."""
     from mridpm._memory import require
+    from mridpm.nets.unet import UNet
 
     device = next(prior.model.parameters()).device
-    require(memory_bytes(prior.model.config, samples, slices, coils, size, method),
+    config = prior.model.config if isinstance(prior.model, UNet) else None  # external networks: not estimated
+    require(memory_bytes(config, samples, slices, coils, size, method),
             f"reconstructing with --samples {samples}", device)
 
 
@@ -215,67 +217,9 @@ def check_parts(parts: Path, settings: dict[str, Any]) -> None:
         raise ValueError(f"{parts} holds slices of a run with other settings; delete it or repeat those settings")
 
 
-def load_part(f: Path, size: tuple[int, ...]) -> dict[str, torch.Tensor] | None:
-    """A finished slice from out.parts, or None when it is missing, unreadable (truncated, corrupt)
-    or not a finished slice of this size: that slice is computed again instead of failing the resume."""
-    from safetensors.torch import load_file
-
-    if not f.is_file():
-        return None
-    try:
-        d = {k: v.clone() for k, v in load_file(str(f)).items()}  # not views of a file that may change
-    except Exception as err:  # safetensors raises its own error type for damaged files
-        warnings.warn(f"{f} is unreadable ({err}); computing that slice again", stacklevel=2)
-        return None
-    if set(d) != set(NAMES) or any(tuple(v.shape) != size or v.dtype != torch.float32
-                                   or not bool(torch.isfinite(v).all()) for v in d.values()):
-        warnings.warn(f"{f} does not hold a finished slice of this run; computing that slice again", stacklevel=2)
-        return None
-    return d
-
-
-def save_part(parts: Path, settings: dict[str, Any], f: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Keeps a finished slice in out.parts, writing the settings first when the directory is new (so
-    a run that fails before its first slice leaves no out.parts behind)."""
-    from safetensors.torch import save_file
-
-    from mridpm.data._atomic import atomic_path
-
-    meta = parts / "settings.json"
-    if not meta.is_file():
-        parts.mkdir(parents=True, exist_ok=True)
-        with atomic_path(meta, ".json") as tmp:
-            tmp.write_text(json.dumps(settings))
-    with atomic_path(f, ".safetensors") as tmp:
-        save_file(tensors, str(tmp))
-
-
 def check_size(prior: Any, size: tuple[int, ...]) -> None:
     """Warns when the images differ from the prior's training size (any size runs: the prior sees
     them zero-padded to the sides its UNet takes, recon_padding)."""
     if list(size) != list(prior.info["image_size"]):
         warnings.warn(f"the prior was trained on {prior.info['image_size']} images, not {list(size)}: train one "
                       "on your data (mridpm train) for a faithful prior", stacklevel=3)
-
-
-def _write_outputs(out: Path, vols: dict[str, torch.Tensor], target: torch.Tensor | None,
-                   settings: dict[str, Any]) -> dict[str, Path]:
-    """The HDF5 file of the magnitude volumes with the settings as attributes, NIfTI volumes of the
-    reconstruction and its uncertainty, and the PNG of the middle slice, at output_paths(out); inside
-    all_or_none() they appear together. {kind: path}."""
-    import h5py
-
-    from mridpm.data._atomic import atomic_path
-    from mridpm.data.nifti import write_nifti
-
-    paths = output_paths(out)
-    with atomic_path(paths["hdf5"], ".h5") as tmp, h5py.File(tmp, "w") as f:
-        for key, name in (("mean", "reconstruction"), ("std", "uncertainty"), ("zero_filled", "zero_filled"),
-                          ("cg", "cg_sense")):
-            f.create_dataset(name, data=vols[key].numpy())
-        for k, v in settings.items():
-            f.attrs[k] = "" if v is None else v
-    write_nifti(paths["nifti"], vols["mean"].permute(2, 1, 0))
-    write_nifti(paths["nifti_uncertainty"], vols["std"].permute(2, 1, 0))
-    file_figure(paths["png"], vols, target, settings["method"])
-    return paths
