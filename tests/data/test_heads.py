@@ -63,6 +63,21 @@ def test_all_orientations_and_varied_contrasts_occur():
     assert float((a - b).abs().mean()) > 0.02
 
 
+def test_named_contrasts_order_tissues_as_their_spin_echo():
+    gm, wm, csf = (heads.LABELS.index(k) for k in ("gm", "wm", "csf"))
+    for i in range(10):
+        t1 = heads._draw(np.random.default_rng([0, i]), True, "T1")["means"]
+        t2 = heads._draw(np.random.default_rng([0, i]), True, "T2")["means"]
+        assert t1[wm] > t1[gm] > t1[csf] and t2[csf] > t2[gm] > t2[wm]
+    # the random draw (training data) is unchanged by the option: same geometry and means as before
+    q, r = heads._draw(np.random.default_rng([0, 3]), False), heads._draw(np.random.default_rng([0, 3]), False, None)
+    assert q["p"] == r["p"] and np.array_equal(q["means"], r["means"])
+    x = heads.head_slices(2, (40, 36), seed=2, heldout=True, contrast="PD")
+    assert x.shape == (2, 40, 36) and not torch.equal(x, heads.head_slices(2, (40, 36), seed=2, heldout=True))
+    with pytest.raises(ValueError, match="unknown contrast"):
+        heads.head_slices(1, contrast="FLAIR")
+
+
 def test_skull_is_a_dark_ring_between_bright_scalp_and_brain():
     centre, _ = heads._geometry()
     t1, t2, pd = heads.PARAMS.T

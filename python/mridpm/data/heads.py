@@ -146,8 +146,9 @@ def _rotation(rng: np.random.Generator, degrees: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _draw(rng: np.random.Generator, heldout: bool) -> dict[str, Any]:
-    """One slice's random parameters: geometry, contrast, texture, blur, bias, phase and noise."""
+def _draw(rng: np.random.Generator, heldout: bool, contrast: str | None = None) -> dict[str, Any]:
+    """One slice's random parameters: geometry, contrast (random, or the named spin echo), texture, blur,
+    bias, phase and noise."""
     o = ORIENTATIONS[int(rng.integers(3))]
     pos = _positions(o, heldout)
     p = float(pos[int(rng.integers(len(pos)))])
@@ -160,7 +161,8 @@ def _draw(rng: np.random.Generator, heldout: bool) -> dict[str, Any]:
     if rng.random() < 0.5:
         cols = -cols  # mirror
     return {"p": p, "axis": axis, "rows": m @ rows, "cols": m @ cols, "shift": rng.normal(0, 6, 3),
-            "warp": rng.uniform(0, 4), "means": _means(rng), "texture": rng.uniform(0, 0.12, len(LABELS)),
+            "warp": rng.uniform(0, 4), "means": _means(rng) if contrast is None else _named(rng, contrast),
+            "texture": rng.uniform(0, 0.12, len(LABELS)),
             "blur": rng.uniform(0.35, 1.1, 2), "keep": rng.uniform(0.55, 1.0, 2) if rng.random() < 0.4 else (1, 1),
             "bias": rng.uniform(0, 0.35), "phase_c": rng.normal(0, rng.uniform(0.2, 1.5), 6),
             "noise": math.exp(rng.uniform(-6.5, -3)),
@@ -183,6 +185,16 @@ def _means(rng: np.random.Generator) -> np.ndarray:
         tr = rng.uniform(2000, 9000)
         ti = rng.uniform(0.2, 0.8) * tr if tr < 6000 else rng.uniform(1800, 2800)
         mu = pd * np.abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
+    return mu / max(mu.max(), 1e-6)
+
+
+def _named(rng: np.random.Generator, contrast: str) -> np.ndarray:
+    """Mean intensity per label of the spin echo phantom.CONTRASTS names (T1, T2, PD), tissue values jittered."""
+    from mridpm.data.phantom import CONTRASTS
+
+    tr, te = CONTRASTS[contrast]
+    t1, t2, pd = (PARAMS * rng.uniform(0.9, 1.1, PARAMS.shape)).T
+    mu = pd * (1 - np.exp(-tr / t1)) * np.exp(-te / t2)
     return mu / max(mu.max(), 1e-6)
 
 
@@ -249,22 +261,28 @@ def _p99(mag: torch.Tensor) -> torch.Tensor:
 
 
 def head_slices(n: int, size: tuple[int, int] = (128, 128), seed: int = 0, *, heldout: bool = False,
-                chunk: int = 64) -> torch.Tensor:
+                contrast: str | None = None, chunk: int = 64) -> torch.Tensor:
     """n complex64 synthetic head slices (n, H, W), slice i drawn from (seed, i) (held out: (seed, i, 1)); the
-    99th percentile of each slice's magnitude is 1 (clipped at CLIP). heldout=True draws only held-out positions."""
+    99th percentile of each slice's magnitude is 1 (clipped at CLIP). heldout=True draws only held-out positions;
+    contrast (a phantom.CONTRASTS name) fixes the spin echo instead of drawing one (evaluation by contrast)."""
+    from mridpm.data.phantom import CONTRASTS
+
+    if contrast is not None and contrast not in CONTRASTS:
+        raise ValueError(f"unknown contrast {contrast!r}; choose one of {sorted(CONTRASTS)} or None (random)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 4 for s in size):
         raise ValueError(f"size must be two integers >= 4, got {size!r}")
-    return torch.cat(list(_chunks(n, (int(size[0]), int(size[1])), seed, heldout, chunk)))
+    return torch.cat(list(_chunks(n, (int(size[0]), int(size[1])), seed, heldout, chunk, contrast)))
 
 
-def _chunks(n: int, size: tuple[int, int], seed: int, heldout: bool, chunk: int) -> Iterator[torch.Tensor]:
+def _chunks(n: int, size: tuple[int, int], seed: int, heldout: bool, chunk: int, contrast: str | None = None
+            ) -> Iterator[torch.Tensor]:
     """head_slices in chunks of `chunk` slices, so that callers keep crops, not all the full slices."""
     with _one_thread():
         for start in range(0, n, chunk):
             ids = range(start, min(n, start + chunk))
-            yield _render([_draw(np.random.default_rng([seed, i, 1] if heldout else [seed, i]), heldout)
+            yield _render([_draw(np.random.default_rng([seed, i, 1] if heldout else [seed, i]), heldout, contrast)
                            for i in ids], size)
 
 

@@ -12,6 +12,7 @@ from mridpm.mri.masks import line_mask
 from mridpm.mri.operators import Sense
 from mridpm.random import Generator
 from mridpm.tasks.recon_baselines import Baselines, image_metrics, tune_baselines
+from mridpm.tasks.recon_heads_eval import evaluate_heads, is_heads_prior
 from mridpm.tasks.reconstruction import METHODS, reconstruct_prior
 
 # what runs on single held-out slices with an unconditional 2D prior: not k-space priors, not volumes
@@ -19,6 +20,7 @@ SLICE_METHODS = tuple(m for m in METHODS if m not in ("kspace", "tv3d"))
 # the columns of the printed table ({row key: header}) and how their values print
 TABLE_COLUMNS = {"accel": "accel", "method": "method", "psnr": "PSNR (dB)", "ssim": "SSIM", "nmse": "NMSE",
                  "seconds": "s / slice", "evals": "model evals"}
+HEADS_SLICES = 8  # held-out head slices per contrast when --slices is not given
 TABLE_FORMATS = {"accel": "{:g}x", "psnr": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.4f}", "seconds": "{:.3f}",
                  "evals": "{:.0f}"}
 
@@ -41,7 +43,8 @@ def evaluate(accels: tuple[float, ...] = (4, 8), methods: tuple[str, ...] = ("dd
     """Every method and baseline on the prior's held-out simulated slices at each acceleration (1D
     random lines, fastMRI's center fractions, the true coil maps): one row per (accel, method) with
     mean PSNR, SSIM, NMSE, seconds per slice and model evaluations per slice. Baselines are tuned on
-    two training slices."""
+    two training slices. A head prior (recon_heads_eval) is evaluated at full size instead: lines at each
+    acceleration and a 2D Poisson-disc mask at the highest, per contrast and on dipy's real T1 slice."""
     from tqdm.auto import tqdm
 
     from mridpm.nets.priors import load_prior
@@ -52,6 +55,10 @@ def evaluate(accels: tuple[float, ...] = (4, 8), methods: tuple[str, ...] = ("dd
         raise ValueError(f"methods {bad} cannot run on single slices with an unconditional 2D prior; choose from "
                          f"{SLICE_METHODS}")
     p = load_prior(prior)
+    if is_heads_prior(p):  # a size-free prior: full-size held-out heads and dipy's real slice, 2D masks too
+        samplings = (*(("lines", float(a)) for a in accels), ("poisson", float(max(accels))))
+        return evaluate_heads(p, methods, samplings=samplings, slices=slices or HEADS_SLICES, coils=coils,
+                              noise=noise, samples=samples, seed=seed, progress=progress, options=options)
     size = tuple(p.info["image_size"])
     held = phantom_slices(p.info["train"]["extra"]["data"], heldout=True)[:slices]
     rows = []
