@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--t-start", type=a.integer(1), help="the timestep a warm start begins at (e.g. 400 of 1000)")
     p.add_argument("--prior", default="brain64c", help="a bundled prior or a training run directory")
     p.add_argument("--prior-format", help="--prior is a checkpoint in this repository's layout (load_prior format=)")
+    p.add_argument("--prior-config", metavar="JSON_OR_FILE",
+                   help="with --prior-format: the format's options (its architecture...): a JSON object or .json file")
     _seed_and_overwrite(p)
     p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
     p.add_argument("--methods", help=f"comma-separated (default: {DEFAULT_METHODS}; with --kspace-cv: "
@@ -238,7 +240,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
     common = {"method": args.method, "accel": args.accel, "center": args.center, "samples": args.samples,
               "steps": args.steps, "seed": args.seed, "prior": args.prior, "noise_std": args.noise_std,
               "overwrite": args.overwrite, "mask_kind": args.mask_kind, "batch": args.batch,
-              "prior_format": args.prior_format,
+              "prior_format": args.prior_format, "prior_config": args.prior_config,
               **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start)) if v is not None}}
     if single and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         for kind, path in reconstruct_file(first, args.out, maps=args.maps, **common).items():

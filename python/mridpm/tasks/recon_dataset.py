@@ -126,15 +126,15 @@ def plan(counts: Sequence[int], method: str, batch: int, world: int) -> list[lis
 
 
 def reconstruct_dataset(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, batch: int = 1,
-                        prior: str = "brain64c", prior_format: str | None = None, progress: bool = True,
-                        overwrite: bool = False, device: str | torch.device | None = None,
+                        prior: str = "brain64c", prior_format: str | None = None, prior_config: str | None = None,
+                        progress: bool = True, overwrite: bool = False, device: str | torch.device | None = None,
                         single_out: str | os.PathLike | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Reconstructs every input file (expand_inputs) into out/<stem>.h5 (or single_out, for one file
     run under torchrun) as recon_file.reconstruct_file does, split over torchrun's processes (module
     docstring); outputs a run of the same settings finished are kept, others replaced only with
-    overwrite. kwargs: reconstruct_file's (method, accel, samples, seed, ...). The summary rows (file,
-    slices, computed in this run, seconds, PSNR/SSIM/NMSE against the file's target) on rank 0,
-    [] on the others."""
+    overwrite. prior_config: the format's options (recon_file.read_prior_config). kwargs:
+    reconstruct_file's (method, accel, samples, seed, ...). The summary rows (file, slices, computed in
+    this run, seconds, PSNR/SSIM/NMSE against the file's target) on rank 0, [] on the others."""
     from mridpm.data.paths import check_outputs
     from mridpm.train.trainer import init_distributed
 
@@ -145,10 +145,11 @@ def reconstruct_dataset(inputs: Sequence[str | os.PathLike], out: str | os.PathL
     rf.check_batch(batch)
     rf.check_line_options(args["accel"], args["center"])
     rf.check_mask_kind(args["mask_kind"], args["accel"])
+    config = rf.read_prior_config(prior_config, prior_format)
     files = expand_inputs(inputs)
     outs = [Path(single_out)] if single_out is not None and len(files) == 1 else output_files(files, out)
     settings = [rf.file_settings(f, **args, prior=prior, maps=None, batch=batch, prior_format=prior_format,
-                                 options=options) for f in files]
+                                 options=options, prior_config=config) for f in files]
     counts = [slice_count(f) for f in files]
     todo = [not is_finished(o, s) for o, s in zip(outs, settings, strict=True)]
     check_outputs([p for o, t in zip(outs, todo, strict=True) if t for p in output_paths(o).values()], files,
@@ -156,7 +157,7 @@ def reconstruct_dataset(inputs: Sequence[str | os.PathLike], out: str | os.PathL
     for o, s in zip(outs, settings, strict=True):
         rf.check_parts(o.with_name(o.name + ".parts"), s)
     dev = rs.pick_device(device)
-    p = rf.open_prior(prior, prior_format, dev)  # its errors too come before anything is touched
+    p = rf.open_prior(prior, prior_format, dev, prior_config)  # its errors too come before anything is touched
     rank, world = init_distributed()
     group = _group(world)
     if rank == 0:  # what a killed run left: nobody is assembling before the barrier below

@@ -22,6 +22,9 @@ from mridpm.tasks.reconstruction import METHODS, check_schedule_options, check_v
 
 PRIOR_METHODS = tuple(m for m in METHODS if m != "kspace")  # what an unconditional 2D prior runs
 WARM_STARTS = ("zero_filled", "cg")
+# loaders taking keyword options, not a config= merged over defaults: what a JSON object can give them
+KEYWORD_FORMATS = {"monai": ("network", "scheduler", "weights", "p99", "image_size", "latent", "autoencoder",
+                             "autoencoder_weights", "scale_factor"), "diffusers": ("scheduler", "p99", "variant")}
 
 
 def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method: str = "dds",
@@ -29,7 +32,8 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
                      samples: int = 4, steps: int | None = None, seed: int = 0, prior: str = "brain64c",
                      noise_std: float | None = None, maps: str | os.PathLike | torch.Tensor | None = None,
                      progress: bool = True, overwrite: bool = False, batch: int = 1, prior_format: str | None = None,
-                     device: str | torch.device | None = None, **options: Any) -> dict[str, Path]:
+                     prior_config: str | None = None, device: str | torch.device | None = None,
+                     **options: Any) -> dict[str, Path]:
     """Reconstructs every slice of a fastMRI file and writes out (HDF5: reconstruction, uncertainty,
     zero_filled, cg_sense magnitudes), NIfTI volumes of the reconstruction and uncertainty, and a PNG of
     the middle slice, all four or none; existing outputs are replaced only with overwrite, an input
@@ -41,7 +45,8 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     resumes where it stopped. noise_std None estimates the noise per slice from the measured samples
     of the outermost k-space rows (0 makes the result reproduce y). batch slices share one sampler run
     (recon_slices.compute_chunk), on device (default: recon_slices.pick_device); prior_format loads
-    prior through load_prior(format=). options go to reconstruct() (warm_start, t_start, the method's own)."""
+    prior through load_prior(format=), with prior_config (a JSON object or .json file, read_prior_config)
+    as the format's options. options go to reconstruct() (warm_start, t_start, the method's own)."""
     from tqdm.auto import tqdm
 
     from mridpm.data.paths import check_outputs
@@ -52,13 +57,14 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     check_batch(batch)
     check_line_options(accel, center)
     check_mask_kind(mask_kind, accel)
+    config = read_prior_config(prior_config, prior_format)
     inputs = [path, *([maps] if isinstance(maps, (str, os.PathLike)) else [])]
     check_outputs(paths.values(), inputs, overwrite=overwrite)
     dev = pick_device(device)
-    p = open_prior(prior, prior_format, dev)
+    p = open_prior(prior, prior_format, dev, prior_config)
     settings = file_settings(path, method=method, accel=accel, center=center, mask_kind=mask_kind, samples=samples,
                              steps=steps, seed=seed, prior=prior, noise_std=noise_std, maps=maps, batch=batch,
-                             prior_format=prior_format, options=options)
+                             prior_format=prior_format, prior_config=config, options=options)
     job = open_file(path, paths["hdf5"], p, settings, options, maps=maps, batch=batch)
     chunks = file_chunks(job.slices, method, batch)
     for chunk in tqdm(chunks, desc="slices", disable=not progress or len(chunks) == 1):
@@ -66,13 +72,50 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     return assemble(job, p, dev, batch)
 
 
-def open_prior(prior: str | os.PathLike, prior_format: str | None, device: torch.device) -> Any:
-    """load_prior(prior) on device, through format= only when a checkpoint format is named."""
+def open_prior(prior: str | os.PathLike, prior_format: str | None, device: torch.device,
+               prior_config: str | None = None) -> Any:
+    """load_prior(prior) on device, through format= only when a checkpoint format is named, with the
+    format's options from prior_config (read_prior_config) when given."""
     from mridpm.nets.priors import load_prior
 
+    config = read_prior_config(prior_config, prior_format)  # refuses a config without a format
     if prior_format is None:
         return load_prior(prior, device)
-    return load_prior(prior, device, format=prior_format)
+    if config is None:
+        return load_prior(prior, device, format=prior_format)
+    if prior_format in KEYWORD_FORMATS:  # loaders of keyword options: the object's keys are those
+        return load_prior(prior, device, format=prior_format, **config)
+    return load_prior(prior, device, format=prior_format, config=config)  # merged over the format's defaults
+
+
+def read_prior_config(prior_config: str | os.PathLike | None, prior_format: str | None) -> dict[str, Any] | None:
+    """The options of prior_format's loader in prior_config, a JSON object or a file holding one (None:
+    none given); refused without a format, as bad JSON, a missing file, or (monai, diffusers: loaders
+    of keyword options) a key that is none of KEYWORD_FORMATS'. Other formats' unknown keys are refused
+    when the prior is loaded, against the format's defaults."""
+    from mridpm.train.checkpoint import read_json_object
+
+    if prior_config is None:
+        return None
+    if prior_format is None:
+        raise ValueError("--prior-config gives the options of a checkpoint format: use it with --prior-format")
+    text = os.fspath(prior_config).strip()
+    if text.startswith("{"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--prior-config is not a valid JSON object: {err}") from None
+    elif not Path(text).expanduser().is_file():
+        raise ValueError(f"--prior-config {text!r} is neither a JSON object nor an existing .json file")
+    else:
+        config = read_json_object(Path(text).expanduser(), "--prior-config")
+    if not isinstance(config, dict):
+        raise ValueError(f"--prior-config must be a JSON object, got {type(config).__name__}")
+    allowed = KEYWORD_FORMATS.get(prior_format)
+    unknown = sorted(set(config) - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise ValueError(f"unknown {prior_format} options {unknown} in --prior-config; known: {list(allowed)}")
+    return config
 
 
 def check_batch(batch: int) -> None:
@@ -84,14 +127,16 @@ def check_batch(batch: int) -> None:
 def file_settings(path: str | os.PathLike, *, method: str, accel: float | None, center: float | None,
                   mask_kind: str, samples: int, steps: int | None, seed: int, prior: str | os.PathLike,
                   noise_std: float | None, maps: object, batch: int, prior_format: str | None,
-                  options: dict[str, Any]) -> dict[str, Any]:
+                  options: dict[str, Any], prior_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """What decides a file's result: kept in out.parts/settings.json and as the output's HDF5
-    attributes, so finished slices or files of other settings are never mixed in (batch and
-    prior_format only when they differ from the default, so the single-file form's stay as they were)."""
+    attributes, so finished slices or files of other settings are never mixed in (batch, prior_format
+    and prior_config, read_prior_config's object as sorted JSON so that an edited file counts, only
+    when they differ from the default, so the single-file form's stay as they were)."""
     return {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
             "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
             "noise_std": noise_std, "maps": None if maps is None else "given",
             **({"batch": batch} if batch > 1 else {}), **({"prior_format": prior_format} if prior_format else {}),
+            **({"prior_config": json.dumps(prior_config, sort_keys=True)} if prior_config is not None else {}),
             **{k: str(v) for k, v in options.items()}}
 
 
