@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import pytest
 import torch
@@ -53,6 +54,35 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     for k, v in ema_whole["ema"].items():
         assert torch.equal(v, ema_parts["ema"][k]), k
     assert meta["model"]["class"] == "UNet" and meta["config"]["steps"] == 6
+
+
+def _preempt_at(model, at):
+    """Sends SIGTERM to this process during model's `at`-th call (a preempted job); the hook's handle."""
+    calls = []
+
+    def hook(module, args):
+        calls.append(1)
+        if len(calls) == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return model.register_forward_pre_hook(hook)
+
+
+def test_sigterm_checkpoints_the_finished_step_and_resume_is_exact(tmp_path):
+    data = _data()
+    whole = _model()
+    train(whole, data, _config(tmp_path / "whole", checkpoint_every=100), progress=False)
+    parts = _model()
+    before = signal.getsignal(signal.SIGTERM)
+    handle = _preempt_at(parts, 2)
+    first = train(parts, data, _config(tmp_path / "parts", checkpoint_every=100), progress=False)
+    handle.remove()
+    assert first.step == 2 and signal.getsignal(signal.SIGTERM) == before  # stopped after step 2, handler back
+    assert json.loads((tmp_path / "parts" / "latest.json").read_text())["step"] == 2  # not a periodic checkpoint
+    resumed = _model(seed=123)
+    assert train(resumed, data, _config(tmp_path / "parts", checkpoint_every=100), progress=False).step == 6
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_conditional_training_with_dropout_and_simplex_noise_resumes_bit_for_bit(tmp_path):

@@ -9,9 +9,11 @@ batch N * B."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +139,7 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
     channels, and context (N, [tokens,] dim), cross-attended; config.cond_dropout drops them to 0.
     Resumes from config.out_dir's latest checkpoint (or the newest valid one, or resume_from: a name like
     step-00000400 or the path of its .json there); stop_after ends the call after that many steps (to test
-    resuming) with a checkpoint. Refuses bad settings and checkpoints before writing anything."""
+    resuming) with a checkpoint, as SIGTERM does. Refuses bad settings and checkpoints before writing anything."""
     from tqdm.auto import tqdm
 
     check_train_config(config)
@@ -165,7 +167,8 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
     losses: list[torch.Tensor] = []  # read back every 10 steps, not every step
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
     bar = tqdm(total=end, initial=step, desc="train", disable=not progress or rank != 0)
-    while step < end:
+    stop = _StopFlag()
+    while step < end and not stop:
         g = torch.Generator().manual_seed(_step_seed(config.seed, step, 0))
         idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
         t = torch.randint(0, schedule.num_train_timesteps, (config.batch_size,), generator=g)
@@ -196,15 +199,40 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
         bar.update(1)
         if step % 10 == 0 or step == end:
             bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
-        if rank == 0 and (step % config.checkpoint_every == 0 or step == end):
+        if stop:  # SIGTERM (a preempted job, a scheduler's time limit): keep this step, then stop
+            bar.write(f"train: SIGTERM at step {step}; checkpointing and stopping (rerun to resume)")
+        if rank == 0 and (step % config.checkpoint_every == 0 or step == end or stop):
             _save(config, step, model, ema, opt)
         if rank == 0 and config.sample_every > 0 and step % config.sample_every == 0:
             sample_figure(model, ema, schedule, config, tuple(data.shape[1:]), step,
                           {k: v[:8].to(device) for k, v in conditions.items()})
     bar.close()
+    stop.restore()
     if world > 1:
         dist.barrier()
     return TrainState(step, torch.stack(losses).tolist() if losses else [])
+
+
+class _StopFlag:
+    """True once SIGTERM arrived during training (torchrun and batch schedulers send it to every process
+    before killing a job): the loop then checkpoints the step just finished and returns, instead of
+    losing everything since the last periodic checkpoint. restore() puts the previous handler back."""
+
+    def __init__(self) -> None:
+        self.raised, self.previous = False, None
+        with contextlib.suppress(ValueError):  # not the main thread: no handler, never set
+            self.previous = signal.signal(signal.SIGTERM, self._set)
+
+    def _set(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+    def __bool__(self) -> bool:
+        return self.raised
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
 
 
 def sample_figure(model: torch.nn.Module, ema: EMA, schedule: DiscreteSchedule, config: TrainConfig,
