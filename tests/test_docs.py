@@ -292,12 +292,18 @@ def check_speed(q: Quoted) -> list[str]:
 def bench_table(rows: list[dict]) -> str:
     """The table bench/common.py prints for these rows."""
     w = max([22, *(len(r["shape"]) + 2 for r in rows)])
-    out = [f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}"]
+    floors = any(r.get("vs_floor") is not None for r in rows)  # a "vs floor" column where a floor was measured
+    out = [f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}"
+           + (f"{'vs floor':>10}" if floors else "")]
+
+    def ratio(v: float | None) -> str:
+        return f"{v:>9.2f}x" if v is not None else f"{'-':>10}"
+
     for r in rows:
         us = r["median_us"]
         median = f"{us / 1e3:.3f} ms" if us >= 1000 else f"{us:.1f} us"
-        ratio = f"{r['vs_eager']:>9.2f}x" if r["vs_eager"] is not None else f"{'-':>10}"
-        out.append(f"{r['shape']:<{w}}{r['dtype']:<10}{r['backend']:<16}{median:>12}{r['gbps']:>9.1f}{ratio}")
+        out.append(f"{r['shape']:<{w}}{r['dtype']:<10}{r['backend']:<16}{median:>12}{r['gbps']:>9.1f}"
+                   f"{ratio(r['vs_eager'])}" + (ratio(r.get("vs_floor")) if floors else ""))
     return "\n".join(out) + "\n"
 
 
