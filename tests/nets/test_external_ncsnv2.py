@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from _adm_testing import multicoil_problem
 
-from mridpm.mri import coils
-from mridpm.mri.masks import poisson_disc_2d
-from mridpm.mri.operators import Sense
 from mridpm.nets.external import ncsnv2
 from mridpm.nets.external._ncsnv2 import NCSNv2
 from mridpm.nets.priors import load_prior
@@ -184,8 +182,6 @@ def test_an_ncsnv2_prior_reconstructs_a_multicoil_problem(tmp_path: Path, method
     _save(tmp_path / "ck.pth")
     prior = load_prior(tmp_path / "ck.pth", format="ncsnv2", **TINY)  # through the front end
     size = (16, 16)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
-    x = ((yy / 0.8) ** 2 + (xx / 0.6) ** 2 < 1).to(torch.complex64).unsqueeze(0)
-    op = Sense(coils.birdcage_maps(4, size).unsqueeze(0), poisson_disc_2d(size, 2.0, calib=6, seed=0))
-    r = reconstruct_prior(op(x), op, prior, method=method, steps=3, samples=1, generator=Generator(0))
+    y, op = multicoil_problem(size)
+    r = reconstruct_prior(y, op, prior, method=method, steps=3, samples=1, generator=Generator(0))
     assert tuple(r.mean.shape) == (1, *size) and bool(torch.isfinite(r.mean).all())

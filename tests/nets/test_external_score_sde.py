@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 import torch
+from _adm_testing import multicoil_problem
 from _deepinv import deepinv_model
 from torch import nn
 
-from mridpm.mri import coils
-from mridpm.mri.masks import poisson_disc_2d
-from mridpm.mri.operators import Sense
 from mridpm.nets.external import score_sde
 from mridpm.nets.external._ncsnpp import NCSNpp, NCSNppConfig
 from mridpm.nets.external._ncsnpp_layers import Resample
@@ -225,8 +223,6 @@ def test_a_score_sde_prior_reconstructs_a_multicoil_problem(tmp_path: Path, meth
     _checkpoint(tmp_path / "ck.pth", dict(TINY, attn_resolutions=()))
     prior = load_prior(tmp_path / "ck.pth", format="score-sde", N=20, **dict(TINY, attn_resolutions=()))
     size = (16, 16)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
-    x = ((yy / 0.8) ** 2 + (xx / 0.6) ** 2 < 1).to(torch.complex64).unsqueeze(0)
-    op = Sense(coils.birdcage_maps(4, size).unsqueeze(0), poisson_disc_2d(size, 2.0, calib=6, seed=0))
-    r = reconstruct_prior(op(x), op, prior, method=method, steps=3, samples=1, generator=Generator(0))
+    y, op = multicoil_problem(size)
+    r = reconstruct_prior(y, op, prior, method=method, steps=3, samples=1, generator=Generator(0))
     assert tuple(r.mean.shape) == (1, *size) and bool(torch.isfinite(r.mean).all())
