@@ -289,15 +289,20 @@ def check_speed(q: Quoted) -> list[str]:
     return errors + same_keys(q, rows, SPEED)
 
 
+def _measured(v: float | None) -> bool:
+    """A ratio the bench measured: not null (JSON) and not NaN."""
+    return v is not None and v == v
+
+
 def bench_table(rows: list[dict]) -> str:
     """The table bench/common.py prints for these rows."""
     w = max([22, *(len(r["shape"]) + 2 for r in rows)])
-    floors = any(r.get("vs_floor") is not None for r in rows)  # a "vs floor" column where a floor was measured
+    floors = any(_measured(r.get("vs_floor")) for r in rows)  # a "vs floor" column where a floor was measured
     out = [f"{'shape':<{w}}{'dtype':<10}{'backend':<16}{'median':>12}{'GB/s':>9}{'vs eager':>10}"
            + (f"{'vs floor':>10}" if floors else "")]
 
     def ratio(v: float | None) -> str:
-        return f"{v:>9.2f}x" if v is not None else f"{'-':>10}"
+        return f"{v:>9.2f}x" if _measured(v) else f"{'-':>10}"
 
     for r in rows:
         us = r["median_us"]
