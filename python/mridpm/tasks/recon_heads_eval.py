@@ -4,13 +4,11 @@ Poisson-disc sampling; baselines tuned per (data, sampling) on training-position
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from mridpm.mri.coils import birdcage_maps
-from mridpm.mri.fft import fft2c
+from mridpm.data.simulation import acquire
 from mridpm.mri.masks import line_mask
 from mridpm.mri.masks2d import plane_mask
 from mridpm.mri.operators import Sense
@@ -30,18 +28,6 @@ def is_heads_prior(prior: Any) -> bool:
     """Whether a prior was trained on synthetic heads (mridpm.data.heads), so evaluates at full size."""
     data = prior.info.get("train", {}).get("extra", {}).get("data", {})
     return isinstance(data, dict) and data.get("source") == "heads"
-
-
-def acquire(x: torch.Tensor, coils: int, noise: float, seed: int
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(maps (1, coils, H, W), k-space (S, coils, H, W), noise std per slice (S,)) of complex images
-    (S, H, W): birdcage coils and complex noise of std noise * max |k| per real part."""
-    maps = birdcage_maps(coils, tuple(x.shape[-2:])).unsqueeze(0)
-    k = fft2c(maps * x[:, None])
-    std = noise * k.abs().amax(dim=(1, 2, 3))
-    gen = torch.Generator().manual_seed(seed + 1)
-    k = k + std.reshape(-1, 1, 1, 1) * math.sqrt(2) * torch.randn(k.shape, dtype=torch.complex64, generator=gen)
-    return maps, k, std
 
 
 def images(data: str, n: int, size: tuple[int, int], seed: int, heldout: bool = True) -> torch.Tensor:
