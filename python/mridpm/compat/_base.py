@@ -19,7 +19,7 @@ import torch
 
 from mridpm.compat._tables import Table
 from mridpm.dpm import parameterization as param
-from mridpm.ops import fused_step, randn
+from mridpm.ops.step import fused_step, randn
 from mridpm.random import Generator
 
 PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}

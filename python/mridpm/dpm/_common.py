@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mridpm import _capture
 from mridpm.dpm import parameterization as param
 from mridpm.dpm.schedules import ContinuousSchedule, DiscreteSchedule
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 
 Model = Callable[..., torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]

@@ -10,7 +10,7 @@ import torch
 from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import Callback, Model, ModelRun, discrete_timesteps, steps_of
 from mridpm.dpm.schedules import DiscreteSchedule
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 from mridpm.random import Generator
 
 Denoised = Callable[[torch.Tensor, int], torch.Tensor]  # (clean estimate x0, timestep t) -> replacement x0

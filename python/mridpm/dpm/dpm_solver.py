@@ -24,7 +24,7 @@ from mridpm.dpm._common import (
     steps_of,
 )
 from mridpm.dpm.schedules import ContinuousSchedule, DiscreteSchedule, time_grid
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 from mridpm.random import Generator
 
 

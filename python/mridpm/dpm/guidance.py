@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from mridpm.dpm import parameterization as param
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 
 Model = Callable[..., torch.Tensor]
 

@@ -13,7 +13,7 @@ from mridpm.dpm import parameterization as param
 from mridpm.dpm._common import Callback, Model, ModelRun, check_continuous, final_denoise, steps_of
 from mridpm.dpm.ode_solvers import dopri5
 from mridpm.dpm.schedules import ContinuousSchedule, VESchedule, time_grid
-from mridpm.ops import fused_step, randn
+from mridpm.ops.step import fused_step, randn
 from mridpm.random import Generator
 
 

@@ -11,7 +11,7 @@ from mridpm.dpm._common import ModelRun
 from mridpm.dpm.discrete import Denoised, ddim_update, sample_ddim
 from mridpm.dpm.schedules import DiscreteSchedule
 from mridpm.nets.priors import Prior, load_prior
-from mridpm.ops import fused_step, randn
+from mridpm.ops.step import fused_step, randn
 from mridpm.random import Generator
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from mridpm.nets.priors import Prior
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 from mridpm.random import Generator
 from mridpm.tasks import _common as tc
 

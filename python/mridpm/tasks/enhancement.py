@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from mridpm.dpm.discrete import Denoised
 from mridpm.mri.fft import fft2c, ifft2c
 from mridpm.nets.priors import Prior
-from mridpm.ops import fused_step
+from mridpm.ops.step import fused_step
 from mridpm.random import Generator
 from mridpm.tasks._common import (
     as_prior,

@@ -29,7 +29,7 @@ from mridpm.mri import consistency
 from mridpm.mri.dc import conjugate_gradient
 from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.nets.unet import channels_to_complex, complex_to_channels
-from mridpm.ops import fused_step, randn
+from mridpm.ops.step import fused_step, randn
 from mridpm.random import Generator
 
 
