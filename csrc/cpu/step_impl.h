@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "../elem.h"
 #include "../step.h"
 #include "vmath.h"
 
@@ -15,29 +16,12 @@
 namespace mridpm {
 namespace MRIDPM_ISA {
 
-template <int DT> struct IO;
-template <> struct IO<kFloat32> {
-  using T = float;
-  static float load(T v) { return v; }
-  static T store(float v) { return v; }
-};
-template <> struct IO<kFloat16> {
-  using T = std::uint16_t;
-  static float load(T v) { return half_to_float(v); }
-  static T store(float v) { return float_to_half(v); }
-};
-template <> struct IO<kBFloat16> {
-  using T = std::uint16_t;
-  static float load(T v) { return bf16_to_float(v); }
-  static T store(float v) { return float_to_bf16(v); }
-};
-
 constexpr std::int64_t kTile = 1024;
 
 // A tile of row elements as floats: float32 rows are read in place, half rows converted
 // into buf (with F16C when the instruction set has it).
 template <int DT>
-const float* tile_as_float(const typename IO<DT>::T* v, float* buf, std::int64_t n) {
+const float* tile_as_float(const typename Elem<DT>::T* v, float* buf, std::int64_t n) {
   if constexpr (DT == kFloat32) {
     return v;
   } else {
@@ -47,13 +31,13 @@ const float* tile_as_float(const typename IO<DT>::T* v, float* buf, std::int64_t
       for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(buf + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j))));
 #endif
-    for (; j < n; ++j) buf[j] = IO<DT>::load(v[j]);
+    for (; j < n; ++j) buf[j] = Elem<DT>::load(v[j]);
     return buf;
   }
 }
 
 template <int DT>
-void store_tile(const float* src, typename IO<DT>::T* dst, std::int64_t n) {
+void store_tile(const float* src, typename Elem<DT>::T* dst, std::int64_t n) {
   std::int64_t j = 0;
 #if defined(__F16C__)
   if constexpr (DT == kFloat16)
@@ -61,7 +45,7 @@ void store_tile(const float* src, typename IO<DT>::T* dst, std::int64_t n) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j),
                        _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #endif
-  for (; j < n; ++j) dst[j] = IO<DT>::store(src[j]);
+  for (; j < n; ++j) dst[j] = Elem<DT>::store(src[j]);
 }
 
 // x0 handling, fixed per call: none, the linear x0, or x0 clamped to [lo, hi].
@@ -71,7 +55,7 @@ enum X0Mode : int { kNoX0 = 0, kX0 = 1, kX0Clamp = 2 };
 // mode fixed at compile time, so the loop vectorizes), then noise, then the stores.
 template <int DT, int K, int X0>
 void step_tile(const StepArgs& a, std::int64_t b, std::int64_t i0, std::int64_t n) {
-  using T = typename IO<DT>::T;
+  using T = typename Elem<DT>::T;
   const float* p = step_row(a, b);
   alignas(64) float conv[K][DT == kFloat32 ? 1 : kTile];
   alignas(64) float acc[kTile], x0[kTile], u1[kTile], z[kTile];

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "../common.h"
+#include "../elem.h"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -35,34 +36,6 @@ __device__ __forceinline__ ThreadCtx cuda_thread_ctx() {
           {gridDim.x, gridDim.y, gridDim.z}};
 }
 #endif
-
-// Elements as stored: float, or the 16 raw bits of a half or bfloat16.
-template <int DT> struct Elem;
-template <> struct Elem<kFloat32> {
-  using T = float;
-  MRIDPM_HD float load(T v) { return v; }
-  MRIDPM_HD T store(float v) { return v; }
-};
-template <> struct Elem<kFloat16> {
-  using T = std::uint16_t;
-#if defined(__CUDA_ARCH__)
-  MRIDPM_HD float load(T v) { return __half2float(__ushort_as_half(v)); }
-  MRIDPM_HD T store(float v) { return __half_as_ushort(__float2half_rn(v)); }
-#else
-  MRIDPM_HD float load(T v) { return half_to_float(v); }
-  MRIDPM_HD T store(float v) { return float_to_half(v); }
-#endif
-};
-template <> struct Elem<kBFloat16> {
-  using T = std::uint16_t;
-#if defined(__CUDA_ARCH__)
-  MRIDPM_HD float load(T v) { return __bfloat162float(__ushort_as_bfloat16(v)); }
-  MRIDPM_HD T store(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-#else
-  MRIDPM_HD float load(T v) { return bf16_to_float(v); }
-  MRIDPM_HD T store(float v) { return float_to_bf16(v); }
-#endif
-};
 
 #if defined(__CUDA_ARCH__)
 template <class T> struct Vec4Of;
