@@ -34,7 +34,7 @@ if [[ $what == all || $what == tests ]]; then
   # Every CUDA and Triton case (the kernels' pairs, CUDA graphs, the launch and noise checks); the CPU
   # cases, and the CPU emulation of the CUDA kernels, are CI's.
   timeout -k 10 "$share" "$py" -m pytest -v -p no:cacheprovider --durations=15 -k "(cuda or triton) and not emulation" \
-    tests/ops tests/test_accelerate.py tests/mri/test_never_silent.py >"$out/gpu-tests.txt" 2>&1
+    tests/ops tests/test_accelerate.py tests/mri/test_never_silent.py tests/nets/test_speed.py >"$out/gpu-tests.txt" 2>&1
   rc=$?
   grep -E "FAILED|ERROR" "$out/gpu-tests.txt" | head -40
   tail -25 "$out/gpu-tests.txt"

@@ -5,7 +5,8 @@ GPU), one table, one JSON file with the machine, versions and git commit.
     python bench/run.py ...
 
 Rows keep each bench's columns (shape, dtype, backend, median, GB/s, ratio to eager PyTorch and,
-for the step bench, to its floor, measured in the same run); the JSON goes to
+for the step bench, to its floor, measured in the same run; the net bench without its compile rows,
+whose build takes minutes: bench/bench_net.py alone has them); the JSON goes to
 bench/results/all-<device>.json (not with --quick), rewritten after each bench ("complete": false
 until the last), so a run cut short keeps what it measured.
 """
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, Row, machine, print_table
 
-BENCHES = ("step", "sampler", "dc", "attention", "recon")
+BENCHES = ("step", "sampler", "dc", "attention", "recon", "net")
 
 
 def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: bool,
@@ -36,7 +37,7 @@ def run(names: tuple[str, ...], device: torch.device, quick: bool, compile_: boo
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
         start = time.perf_counter()
-        kwargs = {"compile_": compile_} if name == "step" else {}
+        kwargs = {"compile_": compile_} if name == "step" else {"compile_": False} if name == "net" else {}
         try:
             out[name] = module.collect(device, quick, **kwargs)
         except ModuleNotFoundError as err:  # a peer compared against (diffusers, say) is not installed

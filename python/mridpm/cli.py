@@ -8,8 +8,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mridpm import _args as a
+
+if TYPE_CHECKING:
+    from mridpm.nets.speed import Speed
 
 DEFAULT_METHODS = "projection,langevin,pc,pc-rss,dps,dds"
 
@@ -68,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-format", help="--prior is a checkpoint in this repository's layout (load_prior format=)")
     p.add_argument("--prior-config", metavar="JSON_OR_FILE",
                    help="with --prior-format: the format's options (its architecture...): a JSON object or .json file")
+    _speed_flags(p)
     _seed_and_overwrite(p)
     p = sub.add_parser("evaluate", help="every method against the baselines on held-out simulated slices")
     p.add_argument("--methods", help=f"comma-separated (default: {DEFAULT_METHODS}; with --kspace-cv: "
@@ -105,6 +110,27 @@ def _parser() -> argparse.ArgumentParser:
 def _seed_and_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=a.seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+
+
+def _speed_flags(p: argparse.ArgumentParser) -> None:
+    """How the network runs (mridpm.nets.speed.Speed); all off: eager float32."""
+    g = p.add_argument_group("network speed (mridpm.nets.speed)")
+    g.add_argument("--inference-mode", action="store_true", help="run the network under torch.inference_mode (not dps)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs (same numbers)")
+    g.add_argument("--autocast", choices=["bf16", "fp16"], help="run the network in bfloat16 or float16 autocast, "
+                   "output in float32 (numbers change slightly; slow on CPUs without native bf16/fp16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network (minutes, at the first call)")
+    g.add_argument("--cuda-graph", action="store_true", help="record the network as a CUDA graph per image shape "
+                   "and replay it (GPU only: on a CPU it runs eagerly, with a warning; not dps)")
+
+
+def speed_of(args: argparse.Namespace) -> Speed | None:
+    """The Speed the flags of _speed_flags ask for, or None when none is on."""
+    from mridpm.nets.speed import Speed
+
+    speed = Speed(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
+                  cuda_graph=args.cuda_graph, inference_mode=args.inference_mode)
+    return speed if speed.enabled else None
 
 
 def _mask_kind(p: argparse.ArgumentParser) -> None:
@@ -241,7 +267,8 @@ def _reconstruct(args: argparse.Namespace) -> None:
               "steps": args.steps, "seed": args.seed, "prior": args.prior, "noise_std": args.noise_std,
               "overwrite": args.overwrite, "mask_kind": args.mask_kind, "batch": args.batch,
               "prior_format": args.prior_format, "prior_config": args.prior_config,
-              **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start)) if v is not None}}
+              **{k: v for k, v in (("warm_start", args.warm_start), ("t_start", args.t_start),
+                                   ("speed", speed_of(args))) if v is not None}}
     if single and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         for kind, path in reconstruct_file(first, args.out, maps=args.maps, **common).items():
             print(f"wrote {kind}: {path}")

@@ -46,7 +46,8 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     of the outermost k-space rows (0 makes the result reproduce y). batch slices share one sampler run
     (recon_slices.compute_chunk), on device (default: recon_slices.pick_device); prior_format loads
     prior through load_prior(format=), with prior_config (a JSON object or .json file, read_prior_config)
-    as the format's options. options go to reconstruct() (warm_start, t_start, the method's own)."""
+    as the format's options. options go to reconstruct() (warm_start, t_start, the method's own) and
+    reconstruct_prior() (speed: a mridpm.nets.speed.Speed, how the network runs)."""
     from tqdm.auto import tqdm
 
     from mridpm.data.paths import check_outputs
@@ -131,13 +132,19 @@ def file_settings(path: str | os.PathLike, *, method: str, accel: float | None, 
     """What decides a file's result: kept in out.parts/settings.json and as the output's HDF5
     attributes, so finished slices or files of other settings are never mixed in (batch, prior_format
     and prior_config, read_prior_config's object as sorted JSON so that an edited file counts, only
-    when they differ from the default, so the single-file form's stay as they were)."""
+    when they differ from the default, so the single-file form's stay as they were; of a speed only its
+    autocast, the one flag that changes the numbers)."""
     return {"input": str(Path(path).resolve()), "method": method, "accel": accel, "center": center,
             "mask_kind": mask_kind, "samples": samples, "steps": steps, "seed": seed, "prior": str(prior),
             "noise_std": noise_std, "maps": None if maps is None else "given",
             **({"batch": batch} if batch > 1 else {}), **({"prior_format": prior_format} if prior_format else {}),
             **({"prior_config": json.dumps(prior_config, sort_keys=True)} if prior_config is not None else {}),
-            **{k: str(v) for k, v in options.items()}}
+            **{k: str(v) for k, v in options.items() if k != "speed"}, **_precision(options.get("speed"))}
+
+
+def _precision(speed: Any) -> dict[str, str]:
+    """The part of a Speed that changes the result: autocast (the other flags give the same numbers)."""
+    return {"autocast": speed.autocast} if speed is not None and speed.autocast is not None else {}
 
 
 def open_file(path: str | os.PathLike, out: Path, prior: Any, settings: dict[str, Any], options: dict[str, Any], *,
@@ -174,7 +181,11 @@ def check_options(method: str, samples: int, steps: int | None, seed: int, noise
     """Refuses, before anything is read or written, a method the prior cannot run, samples or steps
     below 1, a non-integer seed, a negative or non-finite noise_std, a warm start other than
     'zero_filled' or 'cg', and one without t_start or a t_start without one (its range is checked
-    against the prior's schedule once that is loaded)."""
+    against the prior's schedule once that is loaded), and a speed (options["speed"]) that is no
+    mridpm.nets.speed.Speed or that the method cannot use."""
+    from mridpm.nets.speed import check_speed
+
+    check_speed(options.get("speed"), method == "dps", method)
     if method not in PRIOR_METHODS:
         raise ValueError(f"method must be one of {PRIOR_METHODS} with an unconditional prior, got {method!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:

@@ -18,6 +18,7 @@ from mridpm.mri.classical import _soft, cg_sense, zero_filled
 from mridpm.mri.coils import rss
 from mridpm.mri.dc import all_finite, conjugate_gradient
 from mridpm.mri.operators import Sense, SingleCoil
+from mridpm.nets.speed import Speed, check_speed, fast_model
 from mridpm.random import Generator
 from mridpm.tasks import posterior as ps
 from mridpm.tasks.recon_padding import fit_model, size_multiple
@@ -254,15 +255,19 @@ def reconstruct(y: torch.Tensor, op: Sense | SingleCoil, model: Callable[..., to
 
 
 def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, method: str = "dds",
-                      noise_std: float = 0.0, scale: float | None = None, **kwargs: Any) -> Reconstruction:
+                      noise_std: float = 0.0, scale: float | None = None, speed: Speed | None = None,
+                      **kwargs: Any) -> Reconstruction:
     """reconstruct() with a prior from mridpm.nets.priors.load_prior (bundled, trained or external):
     its two-channel network as a complex model (run zero-padded to the sides it takes: info
     "size_multiple", else its UNet's, recon_padding), x0 clipped to its data range, and y divided by
     estimate_scale / info["p99"] (or by scale) so that the image has the range the prior was trained
-    on; the result is scaled back."""
+    on; the result is scaled back. speed: how the network runs (mridpm.nets.speed; DPS refuses
+    inference_mode and cuda_graph)."""
+    check_speed(speed, method == "dps", method)
     check_problem(y, op, noise_std)
     s = estimate_scale(y, op) / float(prior.info.get("p99", 1.0)) if scale is None else float(scale)
-    model = fit_model(ps.ComplexDenoiser(prior.model), tuple(y.shape[-2:]), size_multiple(prior))
+    network = fast_model(prior.model, speed, differentiable=method == "dps")
+    model = fit_model(ps.ComplexDenoiser(network), tuple(y.shape[-2:]), size_multiple(prior))
     kwargs.setdefault("coil_scale", method == "pc-rss")
     r = reconstruct(y / s, op, model, prior.schedule, method=method, noise_std=noise_std / s,
                     prediction=prior.prediction, clip=tuple(prior.info["data_range"]), **kwargs)
