@@ -15,6 +15,14 @@ CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml")) + sorted(
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_data_and_model(path):
     cfg = load_config(path)
+    if cfg["data"].get("task") == "registration":  # DiffuseMorph: pairs of contrast draws, moving and fixed
+        from mridpm.train.registration import registration_data
+        from mridpm.train.run import phantom_slices
+
+        data = {**cfg["data"], "size": [16, 16]}
+        assert registration_data(data, phantom_slices(data)).shape[1] == cfg["data"]["copies"]
+        assert UNetConfig.from_dict(cfg["model"]).cond_channels == 2
+        return
     x, c = training_data({**cfg["data"], "size": [16, 16], **({"patch": 16} if "patch" in cfg["data"] else {})})
     model = UNetConfig.from_dict(cfg["model"])
     assert x.shape[1] == model.in_channels and x.shape[0] > 0

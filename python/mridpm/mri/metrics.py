@@ -75,3 +75,15 @@ def ssim_batch(target: torch.Tensor, pred: torch.Tensor, data_range: torch.Tenso
                          f"{tuple(pred.shape)}")
     rng = target.detach().amax(dim=(1, 2)) if data_range is None else data_range
     return ssim_map_mean(target, pred, rng)
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, classes: list[int]) -> dict[int, float]:
+    """Dice 2|P & T| / (|P| + |T|) per class over all images (1 where both are empty)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    out = {}
+    for c in classes:
+        p, t = pred == c, target == c
+        total = int(p.sum() + t.sum())
+        out[c] = 1.0 if total == 0 else 2 * int((p & t).sum()) / total
+    return out

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "evaluate-tasks")
+TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "register", "evaluate-tasks")
 
 
 def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -61,8 +61,16 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
     p.add_argument("--shots", type=a.positive, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
     p.add_argument("--samples", type=a.positive, default=1)
     common(p, steps=50)
-    p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (and motion) "
-                                              "against baselines on held-out simulated slices")
+    p = sub.add_parser("register", help="register MOVING to FIXED (NIfTI slices) with a DiffuseMorph model")
+    p.add_argument("moving", help="NIfTI image to deform")
+    p.add_argument("fixed", help="NIfTI image to match, the same shape")
+    p.add_argument("--model", required=True, help="a registration run directory (mridpm train configs/register64.toml)")
+    p.add_argument("--steps", type=a.integer(2), default=8, help="images along the continuous deformation")
+    p.add_argument("--out", required=True, help="warped NIfTI; _field (H, W, S, 2) and _intermediates (H, W, S, "
+                                                "steps) files and a PNG are written next to it")
+    seed_and_overwrite(p)
+    p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (motion, "
+                                              "registration) against baselines on held-out simulated slices")
     p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
     p.add_argument("--slices", type=a.positive, help="held-out slices per task (default: all)")
     p.add_argument("--json", help="also write the rows to this JSON file")
@@ -71,13 +79,15 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
 
 
 PHANTOM_FILES = ("t1", "t2", "pd", "labels", "t1_lesion", "lesion_mask", "t1_motion_kspace")
+# the extra NIfTI files beside --out (_std only with --samples > 1)
 SUFFIXES = {"translate": ("_std",), "segment": ("_uncertainty",), "anomaly": ("_mask", "_healthy"),
-            "enhance": ("_std",)}  # the extra NIfTI files beside --out (_std only with --samples > 1)
+            "enhance": ("_std",), "register": ("_field", "_intermediates")}
 
 
 def outputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     """(every file the task command will write, every file it reads), known from its options alone."""
-    inputs = [*getattr(args, "sources", []), *(getattr(args, k, None) or "" for k in ("input", "labels", "mask"))]
+    named = ("input", "labels", "mask", "moving", "fixed")
+    inputs = [*getattr(args, "sources", []), *(getattr(args, k, None) or "" for k in named)]
     inputs = [i for i in inputs if i]
     if args.command == "phantom":
         if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -277,6 +287,24 @@ def _motion(args: argparse.Namespace) -> list[Path]:
     images = torch.stack([r.image for r in results])
     return [_write(args.out, images, affine),
             _figure(args.out, [("input", ifft2c(k[0]).abs()), ("motion corrected", images[0])])]
+
+
+def _register(args: argparse.Namespace) -> list[Path]:
+    from mridpm.data.nifti import write_nifti
+    from mridpm.tasks.registration import register
+
+    moving, _, affine = read_slices(args.moving)
+    fixed, _, _ = read_slices(args.fixed)
+    if moving.shape != fixed.shape:
+        raise ValueError(f"moving {tuple(moving.shape[2:])} x {moving.shape[0]} and fixed {tuple(fixed.shape[2:])} x "
+                         f"{fixed.shape[0]} differ in shape")
+    res = register(args.model, moving, fixed, steps=args.steps)
+    field, steps = res.field.permute(2, 3, 0, 1), res.intermediates[:, :, 0].permute(2, 3, 1, 0)
+    return [_write(args.out, res.warped[:, 0], affine),
+            write_nifti(_nifti_path(args.out, "_field"), field.contiguous(), affine),
+            write_nifti(_nifti_path(args.out, "_intermediates"), steps.contiguous(), affine),
+            _figure(args.out, [("moving", moving[0, 0]), ("fixed", fixed[0, 0]), ("warped", res.warped[0, 0]),
+                               ("|field| (pixels)", res.field[0].norm(dim=0))])]
 
 
 def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:

@@ -1,5 +1,6 @@
 """`mridpm evaluate-tasks`: segmentation Dice, anomaly AUROC and Dice, denoising and super-resolution
-PSNR of the diffusion methods against simple baselines, on MNI152 slices the models never saw."""
+PSNR, registration Dice, endpoint error and folding of the diffusion methods against simple baselines,
+on MNI152 slices the models never saw."""
 
 from __future__ import annotations
 
@@ -167,8 +168,27 @@ def motion(slices: int | None, seed: int, steps: int = 15) -> tuple[list[dict], 
     return rows, panels
 
 
+REGISTRATION_RUN = "runs/register64"  # what `mridpm train configs/register64.toml` writes
+
+
+def registration(slices: int | None, seed: int) -> tuple[list[dict], list]:
+    from pathlib import Path
+
+    from mridpm.tasks.registration import evaluate_registration, load_registration
+    from mridpm.train.run import phantom_slices
+
+    if not Path(REGISTRATION_RUN).is_dir():
+        raise ValueError(f"registration needs a trained model in {REGISTRATION_RUN}: run "
+                         f"`mridpm train configs/register64.toml` first")
+    model = load_registration(REGISTRATION_RUN)
+    z = phantom_slices(model.data, heldout=True) or HELD_OUT
+    size = tuple(model.data.get("size", (64, 64)))
+    return evaluate_registration(model, z[:slices] if slices else z, seed=seed, size=size,  # type: ignore[arg-type]
+                                 tune_on=phantom_slices(model.data)[::10])
+
+
 EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": denoising, "superres": superres,
-               "motion": motion}
+               "motion": motion, "registration": registration}
 
 
 def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int | None = None, seed: int = 0,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mridpm.mri.metrics import dice  # noqa: F401 (also imported from here)
 from mridpm.nets.priors import Prior
 from mridpm.tasks._common import as_prior, check_unit_images, from_unit
 from mridpm.tasks.generation import conditional_samples
@@ -40,18 +41,6 @@ def segment(prior: Prior | str | os.PathLike, images: torch.Tensor, *, samples: 
     votes = torch.nn.functional.one_hot(hard, k).float().mean(0).movedim(-1, 1)
     entropy = -(votes * votes.clamp_min(1e-12).log()).sum(1)
     return Segmentation(votes.argmax(1), votes, entropy, hard)
-
-
-def dice(pred: torch.Tensor, target: torch.Tensor, classes: list[int]) -> dict[int, float]:
-    """Dice 2|P & T| / (|P| + |T|) per class over all images (1 where both are empty)."""
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    out = {}
-    for c in classes:
-        p, t = pred == c, target == c
-        total = int(p.sum() + t.sum())
-        out[c] = 1.0 if total == 0 else 2 * int((p & t).sum()) / total
-    return out
 
 
 def kmeans_segment(images: torch.Tensor, classes: int = 4, iters: int = 50) -> torch.Tensor:

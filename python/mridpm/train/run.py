@@ -18,6 +18,7 @@
     # (the target slice_step mm below, for slice-by-slice volumes)
     target = "labels"
     condition = ["T1"]
+    # task = "registration": a DiffuseMorph model and its joint loss (mridpm.tasks.registration)
     [train]                     # TrainConfig fields
     steps = 2000
     out_dir = "runs/brain64"
@@ -236,6 +237,12 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
                                     f"there: {checkpoint_names(train_cfg.out_dir) or 'none'}")
     rank, _ = init_distributed()
     torch.manual_seed(train_cfg.seed)
+    if cfg.get("data", {}).get("task") == "registration":  # DiffuseMorph: its model, data and joint loss
+        from mridpm.train.registration import registration_training
+
+        model, images, loss_fn = registration_training(model_cfg, cfg["data"], phantom_slices(cfg["data"]), train_cfg)
+        return train(model, images, train_cfg, device=dev, progress=progress and rank == 0, resume_from=resume_from,
+                     loss_fn=loss_fn)
     images, cond = training_data(cfg.get("data", {}))
     if cond is not None and cond.shape[1] != model_cfg.cond_channels:
         raise ValueError(f"[data] condition gives {cond.shape[1]} channels; "

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,13 +134,15 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
 def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, cond: torch.Tensor | None = None,
           context: torch.Tensor | None = None, device: str | torch.device = "cpu", progress: bool = True,
           resume: bool = True, stop_after: int | None = None,
-          resume_from: str | os.PathLike | None = None) -> TrainState:
+          resume_from: str | os.PathLike | None = None, loss_fn: Callable[..., torch.Tensor] | None = None
+          ) -> TrainState:
     """Trains model (a denoiser model(x, t, **conditions)) on data (N, C, *spatial) and returns the final
     step and the losses of this call. Conditions, one per sample: cond (N, C', *spatial), concatenated
     channels, and context (N, [tokens,] dim), cross-attended; config.cond_dropout drops them to 0.
     Resumes from config.out_dir's latest checkpoint (or the newest valid one, or resume_from: a name like
     step-00000400 or the path of its .json there); stop_after ends the call after that many steps (to test
-    resuming) with a checkpoint, as SIGTERM does. Refuses bad settings and checkpoints before writing anything."""
+    resuming) with a checkpoint, as SIGTERM does. Refuses bad settings and checkpoints before writing anything.
+    loss_fn(net, x0, t, noise, generator) replaces the diffusion loss (the step's generator for further draws)."""
     from tqdm.auto import tqdm
 
     check_train_config(config)
@@ -184,8 +187,11 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
             c = values[idx] if config.cond_dropout <= 0 else drop_condition(values[idx], config.cond_dropout, 0.0, g)
             kwargs[name] = c[share].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share],
-                                  model_kwargs=kwargs)
+            if loss_fn is not None:
+                loss = loss_fn(net, x0, t[share].to(device), noise[share].to(device), g)
+            else:
+                loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share],
+                                      model_kwargs=kwargs)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip > 0:
