@@ -131,6 +131,8 @@ def _fmt_ratio(x: float) -> str:
 
 
 def _fmt_time(us: float) -> str:
+    if us != us:  # NaN: a row that was not timed (its note says why)
+        return "-"
     return f"{us / 1e3:.3f} ms" if us >= 1000 else f"{us:.1f} us"
 
 

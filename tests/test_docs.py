@@ -306,7 +306,7 @@ def bench_table(rows: list[dict]) -> str:
 
     for r in rows:
         us = r["median_us"]
-        median = f"{us / 1e3:.3f} ms" if us >= 1000 else f"{us:.1f} us"
+        median = "-" if not _measured(us) else f"{us / 1e3:.3f} ms" if us >= 1000 else f"{us:.1f} us"
         out.append(f"{r['shape']:<{w}}{r['dtype']:<10}{r['backend']:<16}{median:>12}{r['gbps']:>9.1f}"
                    f"{ratio(r['vs_eager'])}" + (ratio(r.get("vs_floor")) if floors else ""))
     return "\n".join(out) + "\n"
@@ -498,6 +498,7 @@ CHECKERS: dict[str, tuple[str, Callable[[Quoted], list[str]]]] = {
     "bench-dc": ("bench/results/dc-cpu.json", check_bench("rows")),
     "bench-attention": ("bench/results/attention-cpu.json", check_bench("rows")),
     "bench-recon": ("bench/results/recon-cpu.json", check_bench("rows")),
+    "bench-net": ("bench/results/net-cpu.json", check_bench("rows")),
     "targets": ("bench/run.py", check_targets),
     "segmentation": ("docs/tasks.json", check_segmentation),
     "anomaly": ("docs/tasks.json", check_anomaly),
@@ -514,7 +515,7 @@ EXPECTED = {
     "docs/tasks.md": ["segmentation", "anomaly", "denoising", "superres"],
     "docs/priors.md": ["priors"],
     "docs/benchmarks.md": ["speed", "bench-step", "bench-step-overhead", "bench-sampler", "bench-dc",
-                           "bench-attention", "bench-recon", "targets"],
+                           "bench-attention", "bench-recon", "bench-net", "targets"],
 }
 
 
