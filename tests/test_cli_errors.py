@@ -179,3 +179,26 @@ def test_overwrite_replaces_only_with_the_flag(inputs, tmp_path, capsys):
     assert cli.main([*argv, "--overwrite"]) == 0
     assert out.read_bytes()[:4] != b"mine" and torch.tensor(1)  # a NIfTI now, with its PNG and uncertainty
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.nii", "s.png", "s_uncertainty.nii"]
+
+
+@pytest.mark.parametrize("err, status", [
+    (RuntimeError("mridpm._C: CUDA error: an illegal memory access was encountered (step kernel)"), 1),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"), 1),
+])
+def test_cuda_failures_are_one_line(inputs, tmp_path, monkeypatch, capsys, err, status):
+    """A kernel's CUDA failure or running out of GPU memory: one line and nothing written; any other
+    RuntimeError is a bug and keeps its traceback."""
+    from mridpm.tasks import segmentation
+
+    def fail(*args, **kwargs):
+        raise err
+
+    monkeypatch.setattr(segmentation, "segment", fail)
+    out = tmp_path / "s.nii"
+    assert cli.main(["segment", str(inputs / "t1.nii.gz"), "--out", str(out)]) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"mridpm segment: error: {str(err).splitlines()[0]}", lines
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(segmentation, "segment", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["segment", str(inputs / "t1.nii.gz"), "--out", str(out)])

@@ -145,8 +145,8 @@ def test_the_config_goes_to_the_loader(monkeypatch) -> None:
 
     seen = []
     monkeypatch.setattr(priors, "load_prior", lambda name, device="cpu", **kw: seen.append(kw))
-    rf.open_prior("ckpt.pt", "edm", torch.device("cpu"), '{"img_resolution": 32}')
-    rf.open_prior("bundle", "monai", torch.device("cpu"), '{"p99": 0.5, "latent": false}')
+    rf.open_prior("ckpt.pt", "edm", torch.device("cpu"), rf.read_prior_config('{"img_resolution": 32}', "edm"))
+    rf.open_prior("bundle", "monai", torch.device("cpu"), {"p99": 0.5, "latent": False})
     rf.open_prior("ckpt.pt", "ncsnv2", torch.device("cpu"))
     assert seen == [{"format": "edm", "config": {"img_resolution": 32}},
                     {"format": "monai", "p99": 0.5, "latent": False}, {"format": "ncsnv2"}]

@@ -143,7 +143,8 @@ def _accels(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `mridpm`; returns the exit status (2: bad input or options, 130: interrupted)."""
+    """Entry point of `mridpm`; returns the exit status (2: bad input or options, 1: a CUDA failure or the
+    GPU out of memory, 130: interrupted)."""
     parser = _parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -156,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, MemoryError) as err:  # bad input: a message, not a traceback
         print(f"mridpm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # a kernel's CUDA failure or the GPU out of memory: one line; else a bug's traceback
+        if not (str(err).startswith("mridpm") or type(err).__name__ == "OutOfMemoryError"):
+            raise
+        print(f"mridpm {args.command}: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mridpm {args.command}: interrupted; nothing half-written was left", file=sys.stderr)
         return 130

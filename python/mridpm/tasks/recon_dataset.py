@@ -157,7 +157,7 @@ def reconstruct_dataset(inputs: Sequence[str | os.PathLike], out: str | os.PathL
     for o, s in zip(outs, settings, strict=True):
         rf.check_parts(o.with_name(o.name + ".parts"), s)
     dev = rs.pick_device(device)
-    p = rf.open_prior(prior, prior_format, dev, prior_config)  # its errors too come before anything is touched
+    p = rf.open_prior(prior, prior_format, dev, config)  # its errors too come before anything is touched
     rank, world = init_distributed()
     group = _group(world)
     if rank == 0:  # what a killed run left: nobody is assembling before the barrier below

@@ -62,7 +62,7 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
     inputs = [path, *([maps] if isinstance(maps, (str, os.PathLike)) else [])]
     check_outputs(paths.values(), inputs, overwrite=overwrite)
     dev = pick_device(device)
-    p = open_prior(prior, prior_format, dev, prior_config)
+    p = open_prior(prior, prior_format, dev, config)
     settings = file_settings(path, method=method, accel=accel, center=center, mask_kind=mask_kind, samples=samples,
                              steps=steps, seed=seed, prior=prior, noise_std=noise_std, maps=maps, batch=batch,
                              prior_format=prior_format, prior_config=config, options=options)
@@ -74,12 +74,11 @@ def reconstruct_file(path: str | os.PathLike, out: str | os.PathLike, *, method:
 
 
 def open_prior(prior: str | os.PathLike, prior_format: str | None, device: torch.device,
-               prior_config: str | None = None) -> Any:
+               config: dict[str, Any] | None = None) -> Any:
     """load_prior(prior) on device, through format= only when a checkpoint format is named, with the
-    format's options from prior_config (read_prior_config) when given."""
+    format's options `config` (read_prior_config's object) when given."""
     from mridpm.nets.priors import load_prior
 
-    config = read_prior_config(prior_config, prior_format)  # refuses a config without a format
     if prior_format is None:
         return load_prior(prior, device)
     if config is None:
