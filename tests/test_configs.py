@@ -23,6 +23,15 @@ def test_config_builds_data_and_model(path):
         assert registration_data(data, phantom_slices(data)).shape[1] == cfg["data"]["copies"]
         assert UNetConfig.from_dict(cfg["model"]).cond_channels == 2
         return
+    if cfg["data"].get("task") == "classification":  # DiffAE: normal and atrophied slices, labels as a channel
+        from mridpm.train.classification import classification_data
+        from mridpm.train.run import phantom_slices
+
+        data = {**cfg["data"], "size": [16, 16], "copies": 1}
+        images, labels = classification_data(data, phantom_slices(data))
+        assert images.shape[1] == UNetConfig.from_dict(cfg["model"]).in_channels == 1
+        assert set(labels.tolist()) == {0, 1}
+        return
     x, c = training_data({**cfg["data"], "size": [16, 16], **({"patch": 16} if "patch" in cfg["data"] else {})})
     model = UNetConfig.from_dict(cfg["model"])
     assert x.shape[1] == model.in_channels and x.shape[0] > 0

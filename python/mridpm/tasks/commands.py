@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "register", "evaluate-tasks")
+TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "register", "classify",
+         "evaluate-tasks")
 
 
 def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -69,8 +70,20 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
     p.add_argument("--out", required=True, help="warped NIfTI; _field (H, W, S, 2) and _intermediates (H, W, S, "
                                                 "steps) files and a PNG are written next to it")
     seed_and_overwrite(p)
+    p = sub.add_parser("classify", help="normal or atrophied (label, score per slice) with a diffusion autoencoder, "
+                                        "and a counterfactual figure")
+    p.add_argument("input", help="NIfTI image")
+    p.add_argument("--model", required=True,
+                   help="a classification run directory (mridpm train configs/classify64.toml)")
+    p.add_argument("--steps", type=a.positive, default=20, help="DDIM steps of the counterfactual")
+    p.add_argument("--t-start", type=a.integer(1, 999), default=400,
+                   help="the timestep (of 1000) the counterfactual inverts to")
+    p.add_argument("--out", required=True, help="JSON file of labels and scores; a counterfactual PNG is written "
+                                                "next to it")
+    seed_and_overwrite(p)
     p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (motion, "
-                                              "registration) against baselines on held-out simulated slices")
+                                              "registration, classification) against baselines on held-out "
+                                              "simulated slices")
     p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
     p.add_argument("--slices", type=a.positive, help="held-out slices per task (default: all)")
     p.add_argument("--json", help="also write the rows to this JSON file")
@@ -97,6 +110,10 @@ def outputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
         f = Path(args.figure) if args.figure else None
         figures = [f.with_name(f"{f.stem}_{t}.png") for t in dict.fromkeys(args.tasks.split(","))] if f else []
         return [*figures, *([Path(args.json)] if args.json else [])], inputs
+    if args.command == "classify":
+        if not args.out.endswith(".json"):
+            raise ValueError(f"--out must name a JSON file (.json), got {args.out}")
+        return [Path(args.out), Path(args.out).with_suffix(".png")], inputs
     if not args.out.endswith((".nii", ".nii.gz")):
         raise ValueError(f"--out must name a NIfTI file (.nii or .nii.gz), got {args.out}")
     extra = [s for s in SUFFIXES.get(args.command, ()) if s != "_std" or args.samples > 1]
@@ -305,6 +322,32 @@ def _register(args: argparse.Namespace) -> list[Path]:
             write_nifti(_nifti_path(args.out, "_intermediates"), steps.contiguous(), affine),
             _figure(args.out, [("moving", moving[0, 0]), ("fixed", fixed[0, 0]), ("warped", res.warped[0, 0]),
                                ("|field| (pixels)", res.field[0].norm(dim=0))])]
+
+
+def _classify(args: argparse.Namespace) -> list[Path]:
+    import json
+
+    from mridpm.data._atomic import atomic_path
+    from mridpm.figures import write_panels
+    from mridpm.tasks.classification import classify, counterfactual, load_classifier
+
+    x, _, _ = read_slices(args.input)
+    clf = load_classifier(args.model)
+    size = tuple(clf.model.data.get("size", [64, 64]))
+    if tuple(x.shape[2:]) != size:
+        raise ValueError(f"{args.input}: slices of {tuple(x.shape[2:])}; this model takes {size}")
+    scores, labels = classify(clf.model, x, clf.prototypes)
+    rows = [{"slice": i, "label": ["normal", "atrophied"][int(y)], "score": float(s)}
+            for i, (s, y) in enumerate(zip(scores, labels, strict=True))]
+    for r in rows:
+        print(f"slice {r['slice']}: {r['label']} (score {r['score']:+.3f})")
+    other = "normal" if labels[0] else "atrophied"
+    cf = counterfactual(clf, x[:1], clf.prototypes[1 - int(labels[0])], steps=args.steps, t_start=args.t_start)
+    with atomic_path(args.out, ".json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    png = write_panels(Path(args.out).with_suffix(".png"), [("input", x[0, 0]), (f"as {other}", cf[0, 0]),
+                                                           ("change", cf[0, 0] - x[0, 0])])
+    return [Path(args.out), png]
 
 
 def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:

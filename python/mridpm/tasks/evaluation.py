@@ -1,6 +1,6 @@
 """`mridpm evaluate-tasks`: segmentation Dice, anomaly AUROC and Dice, denoising and super-resolution
-PSNR, registration Dice, endpoint error and folding of the diffusion methods against simple baselines,
-on MNI152 slices the models never saw."""
+PSNR, registration Dice, endpoint error and folding, classification AUROC and accuracy of the diffusion
+methods against simple baselines, on MNI152 slices the models never saw."""
 
 from __future__ import annotations
 
@@ -187,8 +187,25 @@ def registration(slices: int | None, seed: int) -> tuple[list[dict], list]:
                                  tune_on=phantom_slices(model.data)[::10])
 
 
+CLASSIFICATION_RUN = "runs/classify64"  # what `mridpm train configs/classify64.toml` writes
+
+
+def classification(slices: int | None, seed: int) -> tuple[list[dict], list]:
+    from pathlib import Path
+
+    from mridpm.tasks.classification import evaluate_classification, load_classifier
+    from mridpm.train.run import phantom_slices
+
+    if not Path(CLASSIFICATION_RUN).is_dir():
+        raise ValueError(f"classification needs a trained model in {CLASSIFICATION_RUN}: run "
+                         f"`mridpm train configs/classify64.toml` first")
+    clf = load_classifier(CLASSIFICATION_RUN)
+    z = phantom_slices(clf.model.data, heldout=True) or HELD_OUT
+    return evaluate_classification(clf, z[:slices] if slices else z, seed=seed)
+
+
 EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": denoising, "superres": superres,
-               "motion": motion, "registration": registration}
+               "motion": motion, "registration": registration, "classification": classification}
 
 
 def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int | None = None, seed: int = 0,

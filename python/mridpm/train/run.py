@@ -18,7 +18,8 @@
     # (the target slice_step mm below, for slice-by-slice volumes)
     target = "labels"
     condition = ["T1"]
-    # task = "registration": a DiffuseMorph model and its joint loss (mridpm.tasks.registration)
+    # task = "registration": a DiffuseMorph model and its joint loss (mridpm.tasks.registration);
+    # task = "classification": a diffusion autoencoder classifier (mridpm.tasks.classification)
     [train]                     # TrainConfig fields
     steps = 2000
     out_dir = "runs/brain64"
@@ -237,10 +238,15 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
                                     f"there: {checkpoint_names(train_cfg.out_dir) or 'none'}")
     rank, _ = init_distributed()
     torch.manual_seed(train_cfg.seed)
-    if cfg.get("data", {}).get("task") == "registration":  # DiffuseMorph: its model, data and joint loss
-        from mridpm.train.registration import registration_training
-
-        model, images, loss_fn = registration_training(model_cfg, cfg["data"], phantom_slices(cfg["data"]), train_cfg)
+    task = cfg.get("data", {}).get("task")
+    if task is not None:  # a task model (DiffuseMorph, DiffAE) with its own data and joint loss
+        if task == "registration":
+            from mridpm.train.registration import registration_training as task_training
+        elif task == "classification":
+            from mridpm.train.classification import classification_training as task_training
+        else:
+            raise ValueError(f"[data] task must be 'registration' or 'classification', got {task!r}")
+        model, images, loss_fn = task_training(model_cfg, cfg["data"], phantom_slices(cfg["data"]), train_cfg)  # type: ignore[operator]
         return train(model, images, train_cfg, device=dev, progress=progress and rank == 0, resume_from=resume_from,
                      loss_fn=loss_fn)
     images, cond = training_data(cfg.get("data", {}))
