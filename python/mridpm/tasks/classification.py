@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,23 +41,10 @@ def prototypes(model: DiffAE, images: torch.Tensor, labels: torch.Tensor, classe
 def load_classifier(run: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
     """The EMA weights of a classification run's latest checkpoint (`mridpm train configs/classify64.toml`),
     with prototypes from its training slices."""
-    from mridpm.train.checkpoint import read_checkpoint, state_mismatch
     from mridpm.train.classification import classification_data
-    from mridpm.train.run import model_config, phantom_slices
+    from mridpm.train.run import load_task_model, phantom_slices
 
-    if not Path(run).is_dir():
-        raise FileNotFoundError(f"no classification model at {run}: give a run directory of "
-                                f"`mridpm train configs/classify64.toml`")
-    found = read_checkpoint(run, keys=("model",), groups=("ema",))
-    if found is None or found.meta["model"].get("class") != "DiffAE":
-        raise ValueError(f"{run} holds no DiffAE checkpoint")
-    model = DiffAE(model_config(found.meta["model"]["config"], f"{found.path} model"))
-    if (problem := state_mismatch(model.state_dict(), found.tensors["ema"])) is not None:
-        raise ValueError(f"{found.path}: the weights do not fit the model: {problem}")
-    model.load_state_dict(found.tensors["ema"])
-    train_cfg = found.meta.get("config", {})
-    model.data = dict(train_cfg.get("extra", {}).get("data", {}))
-    model = model.to(device).eval().float()
+    model, train_cfg = load_task_model(run, DiffAE, "classification", "configs/classify64.toml", device)
     schedule = DiscreteSchedule.from_name(train_cfg.get("schedule", "linear"),
                                           int(train_cfg.get("num_train_timesteps", 1000)))
     images, labels = classification_data(model.data, phantom_slices(model.data))

@@ -169,17 +169,23 @@ def motion(slices: int | None, seed: int, steps: int = 15) -> tuple[list[dict], 
 
 
 REGISTRATION_RUN = "runs/register64"  # what `mridpm train configs/register64.toml` writes
+CLASSIFICATION_RUN = "runs/classify64"  # what `mridpm train configs/classify64.toml` writes
+
+
+def _trained(task: str, run: str) -> None:
+    """Refuses to evaluate a task whose model was not trained into run (configs/<run's name>.toml)."""
+    from pathlib import Path
+
+    if not Path(run).is_dir():
+        raise ValueError(f"{task} needs a trained model in {run}: run `mridpm train configs/{Path(run).name}.toml` "
+                         "first")
 
 
 def registration(slices: int | None, seed: int) -> tuple[list[dict], list]:
-    from pathlib import Path
-
     from mridpm.tasks.registration import evaluate_registration, load_registration
     from mridpm.train.run import phantom_slices
 
-    if not Path(REGISTRATION_RUN).is_dir():
-        raise ValueError(f"registration needs a trained model in {REGISTRATION_RUN}: run "
-                         f"`mridpm train configs/register64.toml` first")
+    _trained("registration", REGISTRATION_RUN)
     model = load_registration(REGISTRATION_RUN)
     z = phantom_slices(model.data, heldout=True) or HELD_OUT
     size = tuple(model.data.get("size", (64, 64)))
@@ -187,18 +193,11 @@ def registration(slices: int | None, seed: int) -> tuple[list[dict], list]:
                                  tune_on=phantom_slices(model.data)[::10])
 
 
-CLASSIFICATION_RUN = "runs/classify64"  # what `mridpm train configs/classify64.toml` writes
-
-
 def classification(slices: int | None, seed: int) -> tuple[list[dict], list]:
-    from pathlib import Path
-
     from mridpm.tasks.classification import evaluate_classification, load_classifier
     from mridpm.train.run import phantom_slices
 
-    if not Path(CLASSIFICATION_RUN).is_dir():
-        raise ValueError(f"classification needs a trained model in {CLASSIFICATION_RUN}: run "
-                         f"`mridpm train configs/classify64.toml` first")
+    _trained("classification", CLASSIFICATION_RUN)
     clf = load_classifier(CLASSIFICATION_RUN)
     z = phantom_slices(clf.model.data, heldout=True) or HELD_OUT
     return evaluate_classification(clf, z[:slices] if slices else z, seed=seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,21 +30,9 @@ class Registration:
 
 def load_registration(run: str | os.PathLike, device: str | torch.device = "cpu") -> DiffuseMorph:
     """The EMA weights of a registration run's latest checkpoint (`mridpm train configs/register64.toml`)."""
-    from mridpm.train.checkpoint import read_checkpoint, state_mismatch
-    from mridpm.train.run import model_config
+    from mridpm.train.run import load_task_model
 
-    if not Path(run).is_dir():
-        raise FileNotFoundError(f"no registration model at {run}: give a run directory of "
-                                f"`mridpm train configs/register64.toml`")
-    found = read_checkpoint(run, keys=("model",), groups=("ema",))
-    if found is None or found.meta["model"].get("class") != "DiffuseMorph":
-        raise ValueError(f"{run} holds no DiffuseMorph checkpoint")
-    model = DiffuseMorph(model_config(found.meta["model"]["config"], f"{found.path} model"))
-    if (problem := state_mismatch(model.state_dict(), found.tensors["ema"])) is not None:
-        raise ValueError(f"{found.path}: the weights do not fit the model: {problem}")
-    model.load_state_dict(found.tensors["ema"])
-    model.data = dict(found.meta.get("config", {}).get("extra", {}).get("data", {}))
-    return model.to(device).eval().float()
+    return load_task_model(run, DiffuseMorph, "registration", "configs/register64.toml", device)[0]
 
 
 def register(model: DiffuseMorph | str | os.PathLike, moving: torch.Tensor, fixed: torch.Tensor, *,

@@ -125,6 +125,27 @@ def model_config(table: dict[str, Any], where: str = "[model]") -> UNetConfig:
     return cfg
 
 
+def load_task_model(run: str | os.PathLike, cls: type, what: str, config_file: str,
+                    device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(model, its [train] table) of the latest checkpoint of a `mridpm train config_file` run of the task
+    `what`: cls(model config) with the EMA weights, eval mode, float32, on device, model.data the [data]
+    table it was trained with; one-line errors for a missing run, another class, or weights that do not fit."""
+    from mridpm.train.checkpoint import read_checkpoint, state_mismatch
+
+    if not Path(run).is_dir():
+        raise FileNotFoundError(f"no {what} model at {run}: give a run directory of `mridpm train {config_file}`")
+    found = read_checkpoint(run, keys=("model",), groups=("ema",))
+    if found is None or found.meta["model"].get("class") != cls.__name__:
+        raise ValueError(f"{run} holds no {cls.__name__} checkpoint")
+    model = cls(model_config(found.meta["model"]["config"], f"{found.path} model"))
+    if (problem := state_mismatch(model.state_dict(), found.tensors["ema"])) is not None:
+        raise ValueError(f"{found.path}: the weights do not fit the model: {problem}")
+    model.load_state_dict(found.tensors["ema"])
+    train_cfg = found.meta.get("config", {})
+    model.data = dict(train_cfg.get("extra", {}).get("data", {}))
+    return model.to(device).eval().float(), train_cfg
+
+
 def phantom_slices(data: dict[str, Any], heldout: bool = False) -> list[int]:
     """The z positions of the [data] table's training slices (or of its held-out ones)."""
     lo, hi = data.get("z", [50, 120])
