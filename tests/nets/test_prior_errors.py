@@ -102,7 +102,8 @@ def test_paths_outside_the_prior_directory_are_refused(bundle, tmp_path):
                          f"directory {bundle}")
     _tiny(bundle, weights="tiny.safetensors")  # a plain name in the directory is fine
     assert priors.load_prior("tiny").info["weights"] == "tiny.safetensors"
-    _refused("../tiny", "'../tiny' is neither a training run directory nor a bundled prior; available: ['tiny']")
+    _refused("../tiny", "'../tiny' is neither a training run directory, an exported prior's .json nor a bundled "
+                        "prior; available: ['tiny']")
 
 
 def test_a_run_checkpoint_without_its_config_is_a_value_error(tmp_path):
@@ -135,3 +136,17 @@ def test_export_records_its_weights_file_and_loads_back(tmp_path, bundle):
     assert prior.info["step"] == 5
     for k, v in ema.items():
         assert torch.equal(prior.model.state_dict()[k], v.half().float()), k
+
+
+def test_an_exported_prior_loads_from_its_json_anywhere(tmp_path, bundle):
+    """An exported prior on disk (python -m mridpm.nets.priors export RUN NAME OUT_DIR) loads by the path of
+    its .json, with the same checks as a bundled one: its weights beside it, their SHA-256."""
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    _tiny(elsewhere, "snap")
+    prior = priors.load_prior(elsewhere / "snap.json")
+    assert prior.info["image_size"] == [8, 8] and "snap" not in priors.available()
+    blob = bytearray((elsewhere / "snap.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (elsewhere / "snap.safetensors").write_bytes(bytes(blob))
+    _refused(str(elsewhere / "snap.json"), "the weights of prior 'snap' do not match their recorded SHA-256")

@@ -177,3 +177,38 @@ def test_run_resumes_from_a_named_checkpoint_and_checks_the_data_fit(tmp_path):
     with pytest.raises(ValueError, match=r"^\[data\] size \[18, 18\] must be divisible by 4 for the 3 levels"):
         run(_cfg(tmp_path, TOML.replace("[1, 2]", "[1, 2, 2]").replace("[16, 16]", "[18, 18]")), {"out_dir": out + "3"},
             "cpu", progress=False)
+
+
+def test_init_continues_a_prior_at_its_step_and_refuses_other_models(tmp_path):
+    """--init: a new run starts from an exported prior's weights (model and EMA) at its step, so the
+    batches continue rather than repeat; rerunning resumes the new run; another [model] is refused."""
+    from mridpm.nets.priors import load_prior
+
+    cfg = _cfg(tmp_path)
+    run(cfg, {"out_dir": str(tmp_path / "a")}, "cpu", progress=False)
+    first = load_prior(tmp_path / "a").model.state_dict()
+    # a new run from the run directory's EMA weights at step 2, one step to 3 at a vanishing learning rate
+    state = run(cfg, {"out_dir": str(tmp_path / "b"), "steps": 3, "lr": 1e-30}, "cpu", progress=False,
+                init=tmp_path / "a")
+    assert state.step == 3 and len(state.losses) == 1
+    groups, meta = load_checkpoint(tmp_path / "b")
+    for group in ("model", "ema"):
+        assert all(torch.allclose(groups[group][k], first[k], rtol=0, atol=1e-20) for k in first)
+    assert meta["config"]["extra"]["init"]["step"] == 2
+    assert meta["config"]["extra"]["init"]["source"] == str(tmp_path / "a")
+    # the same command again resumes run b (its checkpoint wins over init)
+    assert run(cfg, {"out_dir": str(tmp_path / "b"), "steps": 4}, "cpu", progress=False,
+               init=tmp_path / "a").step == 4
+    # an exported prior (float16 weights) on disk: what carries a run across machines
+    from mridpm.nets.priors import export
+    from mridpm.train.run import init_weights, model_config
+
+    export(tmp_path / "a", "snap", tmp_path / "p")
+    cfg_model = model_config(load_config(cfg)["model"])
+    fresh = TrainConfig(out_dir=str(tmp_path / "d"))
+    (weights, step), train_cfg = init_weights(tmp_path / "p" / "snap.json", cfg_model, fresh)
+    assert step == 2 and train_cfg.extra["init"]["sha256"]
+    assert all(torch.equal(weights[k], first[k].half().float()) for k in first)
+    with pytest.raises(ValueError, match="its \\[model\\] differs from the configuration's"):
+        run(_cfg(tmp_path, TOML.replace("channels = 8", "channels = 4")), {"out_dir": str(tmp_path / "c")}, "cpu",
+            progress=False, init=tmp_path / "a")

@@ -242,10 +242,12 @@ def training_images(data: dict[str, Any]) -> torch.Tensor:
 
 
 def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device: str | None = None,
-        progress: bool = True, resume_from: str | os.PathLike | None = None) -> TrainState:
+        progress: bool = True, resume_from: str | os.PathLike | None = None,
+        init: str | os.PathLike | None = None) -> TrainState:
     """Trains the UNet the configuration describes (under torchrun: data-parallel), continuing its run
     directory's latest checkpoint or resume_from (a checkpoint name like step-00000400 or the path of its
-    .json); every setting is checked before anything is written."""
+    .json); a new run starts from init's weights (a prior load_prior reads) at its step when given. Every
+    setting is checked before anything is written."""
     cfg = load_config(path)
     model_cfg = model_config(cfg.get("model", {}))
     train_cfg = TrainConfig(**{**_fields(TrainConfig, cfg.get("train", {}), "train"), **(overrides or {})})
@@ -257,9 +259,14 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
         if name not in checkpoint_names(train_cfg.out_dir):
             raise FileNotFoundError(f"no checkpoint {name} in {train_cfg.out_dir}; "
                                     f"there: {checkpoint_names(train_cfg.out_dir) or 'none'}")
+    task = cfg.get("data", {}).get("task")
+    start = None
+    if init is not None:
+        if task is not None:
+            raise ValueError(f"--init starts a prior's UNet; a [data] task = {task!r} model has its own networks")
+        start, train_cfg = init_weights(init, model_cfg, train_cfg)
     rank, _ = init_distributed()
     torch.manual_seed(train_cfg.seed)
-    task = cfg.get("data", {}).get("task")
     if task is not None:  # a task model (DiffuseMorph, DiffAE) with its own data and joint loss
         if task == "registration":
             from mridpm.train.registration import registration_training as task_training
@@ -281,4 +288,23 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
         raise ValueError(f"[data] size {list(images.shape[2:])} must be divisible by {factor} for the "
                          f"{len(model_cfg.channel_mult)} levels of [model] channel_mult")
     return train(UNet(model_cfg), images, train_cfg, cond=cond, device=dev, progress=progress and rank == 0,
-                 resume_from=resume_from)
+                 resume_from=resume_from, init=start)
+
+
+def init_weights(source: str | os.PathLike, model_cfg: UNetConfig, train_cfg: TrainConfig
+                 ) -> tuple[tuple[dict[str, torch.Tensor], int] | None, TrainConfig]:
+    """The (weights, step) a new run starts from: the EMA weights and step of the prior `source` (bundled
+    name or run directory), which must have the run's [model]; None when the run directory already holds
+    checkpoints (they are continued). The train config records the source in extra["init"]."""
+    from mridpm.nets.priors import load_prior
+
+    prior = load_prior(source)
+    if prior.model.config != model_cfg:
+        raise ValueError(f"--init {os.fspath(source)!r}: its [model] differs from the configuration's")
+    if checkpoint_names(train_cfg.out_dir):
+        return None, train_cfg
+    step = int(prior.info.get("step", 0))
+    record = {"source": os.fspath(source), "sha256": prior.info.get("sha256"), "step": step,
+              "previous": prior.info.get("train", {}).get("extra", {}).get("init")}
+    train_cfg = dataclasses.replace(train_cfg, extra={**train_cfg.extra, "init": record})
+    return ({k: v.detach().clone() for k, v in prior.model.state_dict().items()}, step), train_cfg

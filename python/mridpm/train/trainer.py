@@ -24,7 +24,13 @@ import torch.distributed as dist
 from mridpm.data.phantom import simplex_noise
 from mridpm.dpm.losses import diffusion_loss, drop_condition
 from mridpm.dpm.schedules import BETA_SCHEDULES, DiscreteSchedule
-from mridpm.train.checkpoint import flatten_optimizer, restore_training, resume_checkpoint, save_checkpoint
+from mridpm.train.checkpoint import (
+    flatten_optimizer,
+    restore_training,
+    resume_checkpoint,
+    save_checkpoint,
+    state_mismatch,
+)
 from mridpm.train.ema import EMA
 
 
@@ -134,15 +140,17 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
 def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, cond: torch.Tensor | None = None,
           context: torch.Tensor | None = None, device: str | torch.device = "cpu", progress: bool = True,
           resume: bool = True, stop_after: int | None = None,
-          resume_from: str | os.PathLike | None = None, loss_fn: Callable[..., torch.Tensor] | None = None
-          ) -> TrainState:
+          resume_from: str | os.PathLike | None = None, loss_fn: Callable[..., torch.Tensor] | None = None,
+          init: tuple[dict[str, torch.Tensor], int] | None = None) -> TrainState:
     """Trains model (a denoiser model(x, t, **conditions)) on data (N, C, *spatial) and returns the final
     step and the losses of this call. Conditions, one per sample: cond (N, C', *spatial), concatenated
     channels, and context (N, [tokens,] dim), cross-attended; config.cond_dropout drops them to 0.
     Resumes from config.out_dir's latest checkpoint (or the newest valid one, or resume_from: a name like
     step-00000400 or the path of its .json there); stop_after ends the call after that many steps (to test
     resuming) with a checkpoint, as SIGTERM does. Refuses bad settings and checkpoints before writing anything.
-    loss_fn(net, x0, t, noise, generator) replaces the diffusion loss (the step's generator for further draws)."""
+    loss_fn(net, x0, t, noise, generator) replaces the diffusion loss (the step's generator for further draws).
+    init = (weights, step) starts a run that has no checkpoint yet from those weights (model and EMA; a fresh
+    optimizer) at that step, so a trained prior is continued or fine-tuned with new batches."""
     from tqdm.auto import tqdm
 
     check_train_config(config)
@@ -162,7 +170,12 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
     schedule = DiscreteSchedule.from_name(config.schedule, config.num_train_timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay)
-    step = 0 if found is None else restore_training(found, model, ema, opt)
+    if found is None and init is not None:
+        if (problem := state_mismatch(model.state_dict(), init[0])) is not None:
+            raise ValueError(f"the init weights do not fit the model: {problem}")
+        model.load_state_dict(init[0])
+        ema.load_state_dict(init[0])
+    step = restore_training(found, model, ema, opt) if found is not None else 0 if init is None else init[1]
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = torch.amp.GradScaler(enabled=config.amp == "fp16" and device.type == "cuda")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)

@@ -45,10 +45,10 @@ _INFO_KEYS = ("model", "image_size", "data_range", "schedule", "prediction", "nu
 
 def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device = "cpu",
                format: str | None = None, **options: Any) -> Prior:
-    """The bundled prior `name`, or the latest checkpoint of a `mridpm train` run directory, in eval
-    mode (its EMA weights, in float32); with `format` (one of mridpm.nets.external.FORMATS), the
-    checkpoint `name` saved by that repository, options going to its loader. ValueError with one line
-    when anything does not check out."""
+    """The bundled prior `name`, an exported prior (the path of its .json, weights beside it) or the
+    latest checkpoint of a `mridpm train` run directory, in eval mode (EMA weights, float32); with
+    `format` (one of mridpm.nets.external.FORMATS), the checkpoint `name` saved by that repository,
+    options going to its loader. ValueError with one line when anything does not check out."""
     from mridpm.train.checkpoint import is_plain_file_name, read_safetensors
 
     if format is not None:
@@ -59,13 +59,17 @@ def load_prior(name: str | os.PathLike = "brain64", device: str | torch.device =
         raise ValueError(f"options {sorted(options)} apply only to external checkpoints (format=...)")
     if Path(name).is_dir():
         return _from_run(Path(name), device)
-    if not is_plain_file_name(os.fspath(name)):
-        raise ValueError(f"{os.fspath(name)!r} is neither a training run directory nor a bundled prior; "
-                         f"available: {available()}")
-    d = _dir()
-    meta_path = d / f"{name}.json"
-    if not meta_path.is_file():
-        raise ValueError(f"no bundled prior {name!r}; available: {available()}")
+    if os.fspath(name).endswith(".json") and Path(name).is_file():  # an exported prior on disk
+        meta_path = Path(name)
+        d, name = meta_path.parent, meta_path.stem
+    elif not is_plain_file_name(os.fspath(name)):
+        raise ValueError(f"{os.fspath(name)!r} is neither a training run directory, an exported prior's .json "
+                         f"nor a bundled prior; available: {available()}")
+    else:
+        d = _dir()
+        meta_path = d / f"{name}.json"
+        if not meta_path.is_file():
+            raise ValueError(f"no bundled prior {name!r}; available: {available()}")
     info = _read_info(meta_path)
     weights_name = info.get("weights", f"{name}.safetensors")
     if not is_plain_file_name(weights_name):
