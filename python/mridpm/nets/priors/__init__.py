@@ -93,7 +93,7 @@ def _read_info(meta_path: Path) -> dict[str, Any]:
 def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str | torch.device, source: str) -> Prior:
     """The eval-mode prior info describes, with weights that must fit its model exactly."""
     from mridpm.train.checkpoint import state_mismatch
-    from mridpm.train.run import model_config
+    from mridpm.train.model_config import model_config
 
     model = UNet(model_config(info["model"], f"{source} model"))
     weights = {k: v.float() for k, v in weights.items()}
