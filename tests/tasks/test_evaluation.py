@@ -44,3 +44,17 @@ def test_held_out_slices_are_outside_training():
     assert set(_held_out(p, None)).isdisjoint(phantom_slices(data)) and len(_held_out(p, None)) == 15
     lo, hi = load_prior("brain64").info["train"]["extra"]["data"]["z"]
     assert all(not lo <= z < hi for z in HELD_OUT)
+
+
+def test_json_keeps_the_rows_of_tasks_not_run(tmp_path, capsys):
+    """--json with --overwrite replaces the rows of the tasks run and keeps the others'; without
+    --overwrite an existing file is refused."""
+    out = tmp_path / "rows.json"
+    other = {"task": "registration", "method": "demons", "dice": 0.9}
+    stale = {"task": "superres", "method": "old", "psnr": 1.0}
+    out.write_text(json.dumps([other, stale]))
+    assert cli.main(["evaluate-tasks", "--tasks", "superres", "--slices", "1", "--json", str(out)]) != 0
+    assert cli.main(["evaluate-tasks", "--tasks", "superres", "--slices", "1", "--json", str(out),
+                     "--overwrite"]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0] == other and stale not in rows and {r["task"] for r in rows[1:]} == {"superres"}

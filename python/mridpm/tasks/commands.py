@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "register", "classify",
+TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "denoise", "register", "classify",
          "evaluate-tasks")
 
 
@@ -62,6 +62,18 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
     p.add_argument("--shots", type=a.positive, default=8, help="motion: interleaved shots (row r in shot r %% shots)")
     p.add_argument("--samples", type=a.positive, default=1)
     common(p, steps=50)
+    p = sub.add_parser("denoise", help="self-supervised denoising of a 4D series (DWI directions, repetitions) "
+                                       "with DDM2, trained on the series itself")
+    p.add_argument("input", help="4D NIfTI series (H, W, S, V): V noisy volumes of one anatomy")
+    p.add_argument("--self-supervised", action="store_true",
+                   help="train DDM2 on the noisy series alone (required; a clean-prior denoiser is `mridpm enhance "
+                        "denoise`)")
+    p.add_argument("--neighbours", type=a.positive, default=4, help="other volumes each volume is predicted from")
+    p.add_argument("--stage1-steps", type=a.positive, default=600, help="training steps of the Stage I denoiser")
+    p.add_argument("--stage3-steps", type=a.positive, default=1500, help="training steps of the Stage III DPM")
+    p.add_argument("--work-dir", help="checkpoint both trainings here; a rerun resumes them")
+    p.add_argument("--out", required=True, help="denoised NIfTI (.nii or .nii.gz); a PNG is written next to it")
+    seed_and_overwrite(p)
     p = sub.add_parser("register", help="register MOVING to FIXED (NIfTI slices) with a DiffuseMorph model")
     p.add_argument("moving", help="NIfTI image to deform")
     p.add_argument("fixed", help="NIfTI image to match, the same shape")
@@ -82,11 +94,12 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
                                                 "next to it")
     seed_and_overwrite(p)
     p = sub.add_parser("evaluate-tasks", help="segmentation, anomaly, denoising, super-resolution (motion, "
-                                              "registration, classification) against baselines on held-out "
-                                              "simulated slices")
+                                              "registration, classification, selfsup) against baselines on "
+                                              "held-out simulated slices")
     p.add_argument("--tasks", default="segmentation,anomaly,denoising,superres")
     p.add_argument("--slices", type=a.positive, help="held-out slices per task (default: all)")
-    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--json", help="also write the rows to this JSON file (with --overwrite, an existing file keeps "
+                                  "the rows of the tasks not run)")
     p.add_argument("--figure", help="also write a PNG of every task's first slice")
     seed_and_overwrite(p)
 
@@ -306,6 +319,30 @@ def _motion(args: argparse.Namespace) -> list[Path]:
             _figure(args.out, [("input", ifft2c(k[0]).abs()), ("motion corrected", images[0])])]
 
 
+def _denoise(args: argparse.Namespace) -> list[Path]:
+    from mridpm.data.nifti import read_nifti, write_nifti
+    from mridpm.tasks.ddm2 import DDM2Config, ddm2_denoise, normalise_series
+
+    if not args.self_supervised:
+        raise ValueError("`mridpm denoise` is DDM2's self-supervised denoising: pass --self-supervised (a "
+                         "clean-prior denoiser is `mridpm enhance denoise`)")
+    vol, affine = read_nifti(args.input)
+    if vol.is_complex() or vol.dim() != 4:
+        raise ValueError(f"{args.input}: expected a real 4D (H, W, S, V) series of volumes, got {tuple(vol.shape)} "
+                         f"{vol.dtype}")
+    x, scale = normalise_series(vol.permute(3, 2, 0, 1))
+    cfg = DDM2Config(neighbours=args.neighbours, stage1_steps=args.stage1_steps, stage3_steps=args.stage3_steps,
+                     seed=args.seed)
+    res = ddm2_denoise(x, cfg, work_dir=args.work_dir, progress=True)
+    print(f"noise std per volume (of the 99.9th percentile {scale:.4g}): {[round(float(s), 4) for s in res.sigma]}; "
+          f"t*: {res.t_star.tolist()}")
+    v, s = x.shape[0] // 2, x.shape[1] // 2
+    panels = [(f"noisy v{v} s{s}", x[v, s]), ("stage I", res.stage1[v, s]), ("DDM2", res.denoised[v, s]),
+              ("noisy - DDM2", x[v, s] - res.denoised[v, s])]
+    return [write_nifti(args.out, (res.denoised * scale).permute(2, 3, 1, 0).contiguous(), affine),
+            _figure(args.out, panels)]
+
+
 def _register(args: argparse.Namespace) -> list[Path]:
     from mridpm.data.nifti import write_nifti
     from mridpm.tasks.registration import register
@@ -360,6 +397,9 @@ def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:
     if args.json:
         from mridpm.data._atomic import atomic_path
 
+        ran = {r["task"] for r in rows}
+        kept = [r for r in json.loads(Path(args.json).read_text()) if r["task"] not in ran] \
+            if Path(args.json).is_file() else []
         with atomic_path(args.json, ".json") as tmp:
-            tmp.write_text(json.dumps(rows, indent=2) + "\n")
+            tmp.write_text(json.dumps(kept + rows, indent=2) + "\n")
     return outputs(args)[0]

@@ -203,8 +203,125 @@ def classification(slices: int | None, seed: int) -> tuple[list[dict], list]:
     return evaluate_classification(clf, z[:slices] if slices else z, seed=seed)
 
 
+# selfsup: NLM's sigma multiplier is tuned on series at these slices, inside brain64's training range
+SELFSUP_TUNE_Z = [60, 76, 92, 108]
+NLM_MULTIPLIERS = (0.5, 0.75, 1.0, 1.5)
+
+
+def _dwi_like(z: list[int], seed: int, sigma: float, volumes: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, Rician-noisy) series (V, S, 64, 64) of T2 slices z, each volume its own tissue-contrast draw."""
+    from mridpm.data.phantom import brain_slices
+
+    clean = torch.stack([brain_slices("T2", z, (64, 64), jitter=0.2, seed=v) for v in range(volumes)])
+    g = torch.Generator().manual_seed(seed)
+    real, imag = (sigma * torch.randn(clean.shape, generator=g) for _ in range(2))
+    return clean, torch.hypot(clean + real, imag)
+
+
+def nlm_series(noisy: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
+    """dipy's non-local means (Rician) of each volume of a series (V, S, H, W) as a 3D volume, with sigma
+    multiplier times the median over volumes of dipy's estimate_sigma (one coil): one noise level for the
+    series, as in a DWI acquisition (a per-volume estimate takes a b0's anatomy for noise on small crops)."""
+    import numpy as np
+    from dipy.denoise.nlmeans import nlmeans
+    from dipy.denoise.noise_estimate import estimate_sigma
+
+    arrs = [vol.permute(1, 2, 0).double().numpy() for vol in noisy]
+    sigma = float(np.median([estimate_sigma(a, N=1)[0] for a in arrs])) * multiplier
+    return torch.stack([torch.from_numpy(nlmeans(a, sigma, rician=True, num_threads=1)).float().permute(2, 0, 1)
+                        for a in arrs])
+
+
+def residual_whiteness(noisy: torch.Tensor, denoised: torch.Tensor) -> float:
+    """Mean |lag-1 autocorrelation| of the residual noisy - denoised along each spatial axis of each
+    volume (V, S, H, W): near 0 when the residual is white noise, higher when it holds removed structure."""
+    r = noisy - denoised
+    r = r - r.mean((1, 2, 3), keepdim=True)
+    corrs = []
+    for d in (1, 2, 3):
+        a, b = r.narrow(d, 0, r.shape[d] - 1), r.narrow(d, 1, r.shape[d] - 1)
+        corrs.append((a * b).sum((1, 2, 3)) / ((a * a).sum((1, 2, 3)) * (b * b).sum((1, 2, 3))).sqrt().clamp_min(1e-12))
+    return float(torch.stack(corrs).abs().mean())
+
+
+def homogeneous_region(series: torch.Tensor, size: int = 3) -> tuple[slice, slice, slice]:
+    """The size^3 cube (S, H, W slices) of the series' mean image with the lowest local coefficient of
+    variation among cubes at least as bright as the median voxel: a homogeneous tissue (white-matter-like)
+    region, picked from the noisy data, the same for every method."""
+    m = series.mean(0)[None, None]
+    mean = torch.nn.functional.avg_pool3d(m, size, 1)[0, 0]
+    std = (torch.nn.functional.avg_pool3d(m * m, size, 1)[0, 0] - mean**2).clamp_min(0).sqrt()
+    cv = torch.where(mean >= m.median(), std / mean.clamp_min(1e-12), torch.inf)
+    s, h, w = (int(i) for i in torch.unravel_index(cv.argmin(), cv.shape))
+    return slice(s, s + size), slice(h, h + size), slice(w, w + size)
+
+
+def _real_dwi() -> tuple[torch.Tensor, torch.Tensor]:
+    """(dipy's bundled small_64D DWI as a series (65, 10, 10, 10), its b = 0 volumes (bool (65,)))."""
+    import os
+
+    import dipy
+    import numpy as np
+
+    from mridpm.data.nifti import read_nifti
+
+    path = os.path.join(os.path.dirname(dipy.__file__), "data", "files", "small_64D")
+    vol, _ = read_nifti(path + ".nii")
+    return vol.permute(3, 2, 0, 1).float(), torch.from_numpy(np.loadtxt(path + ".bval") < 50)
+
+
+def selfsup_denoising(slices: int | None, seed: int, sigma: float = 0.08) -> tuple[list[dict], list]:
+    """Self-supervised denoising (DDM2) against dipy's NLM (its sigma multiplier tuned on training slices)
+    and the clean-T1 prior's denoiser on a Rician-noisy 8-volume T2 series; and on dipy's real DWI data
+    (no clean reference there), the residual's whiteness and, in a homogeneous region, the SNR (mean / std)
+    of the b0 volume and the mean SNR of the diffusion-weighted ones."""
+    import tempfile
+
+    from mridpm.nets.priors import load_prior
+    from mridpm.tasks.ddm2 import DDM2Config, ddm2_denoise, normalise_series
+    from mridpm.tasks.enhancement import denoise
+
+    z = HELD_OUT[:slices] if slices else HELD_OUT
+    tune_clean, tune_noisy = _dwi_like(SELFSUP_TUNE_Z, seed + 1, sigma)
+    mult = max(NLM_MULTIPLIERS, key=lambda m: _mean_psnr(tune_clean.flatten(0, 1), nlm_series(tune_noisy, m)
+                                                          .flatten(0, 1)))
+    clean, noisy = _dwi_like(z, seed, sigma)
+    flat = clean.flatten(0, 1)[:, None]
+    nlm, nlm_secs = _timed(nlm_series, noisy, mult)
+    prior, prior_secs = _timed(denoise, load_prior("brain64"), noisy.flatten(0, 1)[:, None], None, seed=seed)
+    x, scale = normalise_series(noisy)
+    with tempfile.TemporaryDirectory() as work:  # Stage I alone first, then resumed by the full run
+        s1, s1_secs = _timed(ddm2_denoise, x, DDM2Config(stage3_steps=0, seed=seed), work, False)
+        res, secs = _timed(ddm2_denoise, x, DDM2Config(seed=seed), work, False)
+    methods = {"noisy input": (noisy, 0.0), f"NLM (dipy, {mult} x estimated sigma)": (nlm, nlm_secs),
+               "clean-prior DPM (brain64, trained on clean T1)": (prior.mean.reshape(noisy.shape), prior_secs),
+               "DDM2 stage I (J-invariant)": (s1.stage1 * scale, s1_secs),
+               "DDM2 (stage III)": (res.denoised * scale, s1_secs + secs)}
+    rows = [{"task": "selfsup", "method": name, "slices": len(z), "sigma": sigma,
+             **_metrics(flat, img.flatten(0, 1)[:, None]), "seconds": s} for name, (img, s) in methods.items()]
+    panels = [("clean", clean[0]), ("noisy", noisy[0]), ("NLM", nlm[0]), ("DDM2 stage I", s1.stage1[0] * scale),
+              ("DDM2", res.denoised[0] * scale)]
+    real, b0 = _real_dwi()
+    region = homogeneous_region(real)
+    xr, scale_r = normalise_series(real)
+    real_nlm, nlm_secs = _timed(nlm_series, real, mult)
+    real_res, secs = _timed(ddm2_denoise, xr, DDM2Config(seed=seed), None, False)
+    for name, (img, s) in {"noisy input": (real, 0.0), f"NLM (dipy, {mult} x estimated sigma)": (real_nlm, nlm_secs),
+                           "DDM2": (real_res.denoised * scale_r, secs)}.items():
+        cube = img[(slice(None), *region)].flatten(1)
+        rows.append({"task": "selfsup-real", "method": name, "slices": real.shape[1], "volumes": real.shape[0],
+                     "whiteness": None if s == 0.0 else residual_whiteness(real, img),
+                     "snr_b0": float(cube[b0].mean() / cube[b0].std()),
+                     "snr_dwi": float((cube[~b0].mean(1) / cube[~b0].std(1)).mean()), "seconds": s})
+    first_b0 = int(b0.nonzero()[0])
+    panels += [("real b0", real[first_b0]), ("real b0 NLM", real_nlm[first_b0]),
+               ("real b0 DDM2", real_res.denoised[first_b0] * scale_r)]
+    return rows, panels
+
+
 EVALUATIONS = {"segmentation": segmentation, "anomaly": anomaly, "denoising": denoising, "superres": superres,
-               "motion": motion, "registration": registration, "classification": classification}
+               "motion": motion, "registration": registration, "classification": classification,
+               "selfsup": selfsup_denoising}
 
 
 def evaluate_tasks(tasks: tuple[str, ...] = tuple(EVALUATIONS), *, slices: int | None = None, seed: int = 0,
