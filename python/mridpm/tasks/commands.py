@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mridpm.tasks.command_files import figure, nifti_path, png_path, read_slices, write_slices
+
 TASKS = ("phantom", "generate", "translate", "segment", "anomaly", "enhance", "denoise", "register", "classify",
          "evaluate-tasks")
 
@@ -132,48 +134,7 @@ def outputs(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     extra = [s for s in SUFFIXES.get(args.command, ()) if s != "_std" or args.samples > 1]
     if args.command == "enhance" and args.mode == "motion":
         extra = []
-    return [Path(args.out), *(_nifti_path(args.out, s) for s in extra), _png_path(args.out)], inputs
-
-
-def read_slices(path: str) -> tuple[Any, float, Any]:
-    """(slices (S, 1, H, W) scaled to peak 1, the peak, affine) of a real NIfTI image (H, W[, S])."""
-    from mridpm.data.nifti import read_nifti
-
-    vol, affine = read_nifti(path)
-    if vol.is_complex() or vol.dim() not in (2, 3):
-        raise ValueError(f"{path}: expected a real (H, W) or (H, W, S) image, got {tuple(vol.shape)} {vol.dtype}")
-    vol = vol if vol.dim() == 3 else vol[..., None]
-    if not bool(vol.isfinite().all()):
-        raise ValueError(f"{path}: the image contains NaN or Inf")
-    peak = float(vol.abs().max())
-    if not peak > 0:
-        raise ValueError(f"{path}: the image is empty or all zero")
-    return (vol.permute(2, 0, 1)[:, None] / peak).float(), peak, affine
-
-
-def _nifti_path(out: str, suffix: str = "", ext: str | None = None) -> Path:
-    """out with suffix before its .nii or .nii.gz extension (or with extension ext instead)."""
-    p = Path(out)
-    gz = p.name.endswith(".nii.gz")
-    stem = p.name[: -len(".nii.gz")] if gz else p.stem
-    return p.with_name(stem + suffix + (ext or (".nii.gz" if gz else ".nii")))
-
-
-def _png_path(out: str) -> Path:
-    return _nifti_path(out, ext=".png")
-
-
-def _write(out: str, slices: Any, affine: Any = None, suffix: str = "") -> Path:
-    """Writes (S, H, W) slices as a NIfTI (H, W, S) at out (with suffix before the extension)."""
-    from mridpm.data.nifti import write_nifti
-
-    return write_nifti(_nifti_path(out, suffix), slices.permute(1, 2, 0).contiguous(), affine)
-
-
-def _figure(out: str, panels: list[tuple[str, Any]]) -> Path:
-    from mridpm.figures import write_panels
-
-    return write_panels(_png_path(out), [(t, img.float()) for t, img in panels])
+    return [Path(args.out), *(nifti_path(args.out, s) for s in extra), png_path(args.out)], inputs
 
 
 def run(args: argparse.Namespace) -> None:
@@ -185,7 +146,10 @@ def run(args: argparse.Namespace) -> None:
     outs, inputs = outputs(args)
     check_outputs(outs, inputs, overwrite=args.overwrite)
     with all_or_none():
-        written = globals()["_" + args.command.replace("-", "_")](args)
+        from mridpm.tasks import commands_analysis
+
+        name = "_" + args.command.replace("-", "_")
+        written = (globals().get(name) or getattr(commands_analysis, name))(args)
     for path in written:
         print(f"wrote {path}")
 
@@ -230,7 +194,7 @@ def _generate(args: argparse.Namespace) -> list[Path]:
         images = gen.generate(p, args.n, steps=args.steps, seed=args.seed, progress=True)[:, 0]
         panels = [(f"sample {i}", images[i]) for i in range(min(args.n, 6))]
     images = to_unit(images, p).clamp(0, 1)
-    return [_write(args.out, images), _figure(args.out, panels)]
+    return [write_slices(args.out, images), figure(args.out, panels)]
 
 
 def _translate(args: argparse.Namespace) -> list[Path]:
@@ -243,11 +207,11 @@ def _translate(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"the source images differ in shape: {[tuple(x.shape) for x, _, _ in parts]}")
     src = torch.cat([x for x, _, _ in parts], 1)
     res = translate(args.model, src, samples=args.samples, steps=args.steps, seed=args.seed, progress=True)
-    out = [_write(args.out, res.mean[:, 0], parts[0][2])]
+    out = [write_slices(args.out, res.mean[:, 0], parts[0][2])]
     if args.samples > 1:
-        out.append(_write(args.out, res.std[:, 0], parts[0][2], "_std"))
+        out.append(write_slices(args.out, res.std[:, 0], parts[0][2], "_std"))
     panels = [(f"source {i}", src[0, i]) for i in range(src.shape[1])] + [("translated", res.mean[0, 0])]
-    return [*out, _figure(args.out, panels)]
+    return [*out, figure(args.out, panels)]
 
 
 def _segment(args: argparse.Namespace) -> list[Path]:
@@ -255,8 +219,9 @@ def _segment(args: argparse.Namespace) -> list[Path]:
 
     x, _, affine = read_slices(args.input)
     res = segment(args.model, x, samples=args.samples, steps=args.steps, seed=args.seed, progress=True)
-    return [_write(args.out, res.labels.float(), affine), _write(args.out, res.uncertainty, affine, "_uncertainty"),
-            _figure(args.out, [("image", x[0, 0]), ("labels", res.labels[0].float()),
+    return [write_slices(args.out, res.labels.float(), affine),
+            write_slices(args.out, res.uncertainty, affine, "_uncertainty"),
+            figure(args.out, [("image", x[0, 0]), ("labels", res.labels[0].float()),
                                ("uncertainty", res.uncertainty[0])])]
 
 
@@ -267,9 +232,9 @@ def _anomaly(args: argparse.Namespace) -> list[Path]:
     res = detect(args.prior, x, t=args.t, steps=args.steps, noise=args.noise, threshold=args.threshold,
                  seed=args.seed, progress=True)
     assert res.mask is not None
-    return [_write(args.out, res.score, affine), _write(args.out, res.mask.float(), affine, "_mask"),
-            _write(args.out, res.healthy[:, 0], affine, "_healthy"),
-            _figure(args.out, [("input", x[0, 0]), ("healthy", res.healthy[0, 0]), ("|input - healthy|", res.score[0]),
+    return [write_slices(args.out, res.score, affine), write_slices(args.out, res.mask.float(), affine, "_mask"),
+            write_slices(args.out, res.healthy[:, 0], affine, "_healthy"),
+            figure(args.out, [("input", x[0, 0]), ("healthy", res.healthy[0, 0]), ("|input - healthy|", res.score[0]),
                                ("mask", res.mask[0].float())])]
 
 
@@ -292,10 +257,10 @@ def _enhance(args: argparse.Namespace) -> list[Path]:
             raise ValueError(f"the mask {tuple(m.shape[2:])} x {m.shape[0]} does not match the image "
                              f"{tuple(x.shape[2:])} x {x.shape[0]}")
         res = en.inpaint(args.prior, x, m[:, 0] > 0, samples=args.samples, **common)
-    out = [_write(args.out, res.mean[:, 0] * peak, affine)]
+    out = [write_slices(args.out, res.mean[:, 0] * peak, affine)]
     if args.samples > 1:
-        out.append(_write(args.out, res.std[:, 0] * peak, affine, "_std"))
-    return [*out, _figure(args.out, [("input", x[0, 0]), (args.mode, res.mean[0, 0])])]
+        out.append(write_slices(args.out, res.std[:, 0] * peak, affine, "_std"))
+    return [*out, figure(args.out, [("input", x[0, 0]), (args.mode, res.mean[0, 0])])]
 
 
 def _motion(args: argparse.Namespace) -> list[Path]:
@@ -315,76 +280,8 @@ def _motion(args: argparse.Namespace) -> list[Path]:
         print(f"slice {i}: excluded shots {r.excluded.nonzero().flatten().tolist()}, "
               f"shifts {[tuple(round(float(v), 2) for v in s) for s in r.shifts]}")
     images = torch.stack([r.image for r in results])
-    return [_write(args.out, images, affine),
-            _figure(args.out, [("input", ifft2c(k[0]).abs()), ("motion corrected", images[0])])]
-
-
-def _denoise(args: argparse.Namespace) -> list[Path]:
-    from mridpm.data.nifti import read_nifti, write_nifti
-    from mridpm.tasks.ddm2 import DDM2Config, ddm2_denoise, normalise_series
-
-    if not args.self_supervised:
-        raise ValueError("`mridpm denoise` is DDM2's self-supervised denoising: pass --self-supervised (a "
-                         "clean-prior denoiser is `mridpm enhance denoise`)")
-    vol, affine = read_nifti(args.input)
-    if vol.is_complex() or vol.dim() != 4:
-        raise ValueError(f"{args.input}: expected a real 4D (H, W, S, V) series of volumes, got {tuple(vol.shape)} "
-                         f"{vol.dtype}")
-    x, scale = normalise_series(vol.permute(3, 2, 0, 1))
-    cfg = DDM2Config(neighbours=args.neighbours, stage1_steps=args.stage1_steps, stage3_steps=args.stage3_steps,
-                     seed=args.seed)
-    res = ddm2_denoise(x, cfg, work_dir=args.work_dir, progress=True)
-    print(f"noise std per volume (of the 99.9th percentile {scale:.4g}): {[round(float(s), 4) for s in res.sigma]}; "
-          f"t*: {res.t_star.tolist()}")
-    v, s = x.shape[0] // 2, x.shape[1] // 2
-    panels = [(f"noisy v{v} s{s}", x[v, s]), ("stage I", res.stage1[v, s]), ("DDM2", res.denoised[v, s]),
-              ("noisy - DDM2", x[v, s] - res.denoised[v, s])]
-    return [write_nifti(args.out, (res.denoised * scale).permute(2, 3, 1, 0).contiguous(), affine),
-            _figure(args.out, panels)]
-
-
-def _register(args: argparse.Namespace) -> list[Path]:
-    from mridpm.data.nifti import write_nifti
-    from mridpm.tasks.registration import register
-
-    moving, _, affine = read_slices(args.moving)
-    fixed, _, _ = read_slices(args.fixed)
-    if moving.shape != fixed.shape:
-        raise ValueError(f"moving {tuple(moving.shape[2:])} x {moving.shape[0]} and fixed {tuple(fixed.shape[2:])} x "
-                         f"{fixed.shape[0]} differ in shape")
-    res = register(args.model, moving, fixed, steps=args.steps)
-    field, steps = res.field.permute(2, 3, 0, 1), res.intermediates[:, :, 0].permute(2, 3, 1, 0)
-    return [_write(args.out, res.warped[:, 0], affine),
-            write_nifti(_nifti_path(args.out, "_field"), field.contiguous(), affine),
-            write_nifti(_nifti_path(args.out, "_intermediates"), steps.contiguous(), affine),
-            _figure(args.out, [("moving", moving[0, 0]), ("fixed", fixed[0, 0]), ("warped", res.warped[0, 0]),
-                               ("|field| (pixels)", res.field[0].norm(dim=0))])]
-
-
-def _classify(args: argparse.Namespace) -> list[Path]:
-    import json
-
-    from mridpm.data._atomic import atomic_path
-    from mridpm.figures import write_panels
-    from mridpm.tasks.classification import classify, counterfactual, load_classifier
-
-    x, _, _ = read_slices(args.input)
-    clf = load_classifier(args.model)
-    size = tuple(clf.model.data.get("size", [64, 64]))
-    if tuple(x.shape[2:]) != size:
-        raise ValueError(f"{args.input}: slices of {tuple(x.shape[2:])}; this model takes {size}")
-    scores, labels = classify(clf.model, x, clf.prototypes)
-    rows = [{"slice": i, "label": ["normal", "atrophied"][int(y)], "score": float(s)}
-            for i, (s, y) in enumerate(zip(scores, labels, strict=True))]
-    for r in rows:
-        print(f"slice {r['slice']}: {r['label']} (score {r['score']:+.3f})")
-    other = "normal" if labels[0] else "atrophied"
-    cf = counterfactual(clf, x[:1], clf.prototypes[1 - int(labels[0])], steps=args.steps, t_start=args.t_start)
-    with atomic_path(args.out, ".json") as tmp:
-        tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    png = write_panels(Path(args.out).with_suffix(".png"), [("input", x[0, 0]), (f"as {other}", cf[0, 0]),
-                                                           ("change", cf[0, 0] - x[0, 0])])
-    return [Path(args.out), png]
+    return [write_slices(args.out, images, affine),
+            figure(args.out, [("input", ifft2c(k[0]).abs()), ("motion corrected", images[0])])]
 
 
 def _evaluate_tasks(args: argparse.Namespace) -> list[Path]:
