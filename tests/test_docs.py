@@ -393,6 +393,23 @@ def setting(pattern: str, key: str, kind: type) -> Callable[[str], dict]:
     return parse
 
 
+def check_methods(task: str, title: str, columns: list[tuple[str, str, str]]) -> Callable[[Quoted], list[str]]:
+    """A table with a row per method of `task` (its first cell the method, as in docs/tasks.json) and
+    columns (header, key, format) after the title."""
+
+    def check(q: Quoted) -> list[str]:
+        errors = header_is(q, [title, *(h for h, _, _ in columns)])
+        rows = rows_by(q)
+        for label, row in rows.items():
+            if task_rows(task, method=label):
+                r = task_row(task, method=label)
+                errors += compare(q, label, row, [label, *("" if r.get(k) is None else f.format(r[k])
+                                                           for _, k, f in columns)])
+        return errors + same_keys(q, rows, [r["method"] for r in task_rows(task)])
+
+    return check
+
+
 def check_anomaly(q: Quoted) -> list[str]:
     errors = header_is(q, ["anomaly detection (pixel AUROC / best Dice in the brain)", *q.header[1:]])
     return errors + check_columns(q, "anomaly", ANOMALY, setting(r"t = (\d+)", "t", int),
@@ -504,6 +521,16 @@ CHECKERS: dict[str, tuple[str, Callable[[Quoted], list[str]]]] = {
     "anomaly": ("docs/tasks.json", check_anomaly),
     "denoising": ("docs/tasks.json", check_denoising),
     "superres": ("docs/tasks.json", check_superres),
+    "registration": ("docs/tasks.json", check_methods("registration", "registration (15 held-out slices)", [
+        ("Dice", "dice", "{:.3f}"), ("endpoint error (pixels)", "epe", "{:.3f}"),
+        ("folding (%)", "folding_pct", "{:.2f}")])),
+    "classification": ("docs/tasks.json", check_methods("classification", "classification (120 held-out slices)", [
+        ("AUROC", "auroc", "{:.3f}"), ("accuracy", "accuracy", "{:.3f}")])),
+    "selfsup": ("docs/tasks.json", check_methods("selfsup", "simulated series, sigma 0.08", [
+        ("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.3f}")])),
+    "selfsup-real": ("docs/tasks.json", check_methods("selfsup-real", "dipy small_64D (real)", [
+        ("residual whiteness", "whiteness", "{:.3f}"), ("SNR b0", "snr_b0", "{:.2f}"),
+        ("SNR DWI", "snr_dwi", "{:.2f}")])),
     "priors": ("python/mridpm/nets/priors", check_priors),
     "posterior-bounds": ("tests/test_reconstruction.py", check_posterior_bounds),
 }
@@ -512,7 +539,7 @@ CHECKERS: dict[str, tuple[str, Callable[[Quoted], list[str]]]] = {
 EXPECTED = {
     "README.md": ["evaluate-summary", "speed"],
     "docs/reconstruction.md": ["posterior-bounds", "evaluate"],
-    "docs/tasks.md": ["segmentation", "anomaly", "denoising", "superres"],
+    "docs/tasks.md": ["registration", "classification", "segmentation", "anomaly", "denoising", "superres"],
     "docs/priors.md": ["priors"],
     "docs/benchmarks.md": ["speed", "bench-step", "bench-step-overhead", "bench-sampler", "bench-dc",
                            "bench-attention", "bench-recon", "bench-net", "targets"],
