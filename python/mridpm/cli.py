@@ -36,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the run configuration ([model], [data], [train])")
     p.add_argument("--steps", type=a.positive, help="override [train] steps")
     p.add_argument("--out-dir", help="override [train] out_dir")
-    p.add_argument("--init", help="start a new run from this prior's weights and step (a bundled prior or a run "
-                                  "directory with the same [model]): continue or fine-tune it")
+    p.add_argument("--init", help="start a new run from this prior's weights and step (a bundled prior, a run "
+                                  "directory or an exported prior's .json, with the same [model]): continue or "
+                                  "fine-tune it")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resume-from", help="resume from this checkpoint of the run (e.g. step-00000400) "
                                          "instead of the newest")

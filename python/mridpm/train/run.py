@@ -248,7 +248,7 @@ def run(path: str | os.PathLike, overrides: dict[str, Any] | None = None, device
 def init_weights(source: str | os.PathLike, model_cfg: UNetConfig, train_cfg: TrainConfig
                  ) -> tuple[tuple[dict[str, torch.Tensor], int] | None, TrainConfig]:
     """The (weights, step) a new run starts from: the EMA weights and step of the prior `source` (bundled
-    name or run directory), which must have the run's [model]; None when the run directory already holds
+    name, run directory or exported .json), which must have the run's [model]; None when the run directory already holds
     checkpoints (they are continued). The train config records the source in extra["init"]."""
     from mridpm.nets.priors import load_prior
 
