@@ -72,6 +72,15 @@ def test_neighbours():
     assert neighbours(3, 2, 4) == [1, 0]
 
 
+def test_training_draws_the_neighbours_prediction_uses():
+    # each channel must hold the same volume in training as at prediction, or the index tells the net nothing
+    x = torch.arange(6.0)[:, None, None, None].expand(6, 3, 4, 4).contiguous()  # volume v is all v
+    target, others, v = ddm2._draw(x, 3, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(target[:, 0, 0, 0], v.float())
+    for row, i in zip(others[:, :, 0, 0], v, strict=True):
+        assert row.tolist() == [float(n) for n in neighbours(6, int(i), 3)]
+
+
 def test_resume_does_not_retrain(tmp_path, monkeypatch):
     _, noisy = smooth_series(volumes=3, slices=1)
 

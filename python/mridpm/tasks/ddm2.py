@@ -87,13 +87,13 @@ def neighbours(volumes: int, v: int, k: int) -> list[int]:
 
 def _draw(x: torch.Tensor, k: int, batch: int, g: torch.Generator
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch of (target volume v of slice s (B, 1, H, W), k other random volumes of s (B, k, H, W), v (B,))."""
+    """A batch of (target volume v of slice s (B, 1, H, W), v's k neighbours of s (B, k, H, W), v (B,)): the
+    same volumes in the same channels as at prediction, so the index tells the network what each channel holds."""
     v_count, s_count = x.shape[:2]
     v = torch.randint(0, v_count, (batch,), generator=g)
     s = torch.randint(0, s_count, (batch,), generator=g)
-    keys = torch.rand(batch, v_count, generator=g).scatter(1, v[:, None], 2.0)  # v sorts last: never drawn
-    others = keys.argsort(1)[:, :k]
-    return x[v, s][:, None], x[others, s[:, None]], v
+    table = torch.tensor([neighbours(v_count, i, k) for i in range(v_count)])
+    return x[v, s][:, None], x[table[v], s[:, None]], v
 
 
 def _data_key(x: torch.Tensor) -> str:
