@@ -1,5 +1,6 @@
 """Training: the loss falls, resume is bit-exact, corrupt checkpoints are refused, DDP equals a doubled batch."""
 
+import itertools
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 
 from mridpm.nets.unet import UNet
 from mridpm.train import TrainConfig, load_checkpoint, train
+from mridpm.train.trainer import learning_rate
 
 
 def _data(n=16, size=8):
@@ -37,15 +39,26 @@ def test_a_tiny_run_reduces_the_loss(tmp_path):
     assert state.step == 150 and last < 0.6 * first
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
+def test_the_cosine_learning_rate_holds_then_decays_to_zero():
+    cfg = TrainConfig(steps=10, lr=1e-3, lr_schedule="cosine", lr_decay_start=4)
+    rates = [learning_rate(cfg, s) for s in range(11)]
+    assert rates[:5] == [1e-3] * 5 and rates[7] == pytest.approx(5e-4) and rates[10] == 0.0
+    assert all(a > b for a, b in itertools.pairwise(rates[4:]))
+    assert learning_rate(TrainConfig(lr=1e-3), 10**6) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        train(_model(), _data(), TrainConfig(lr_schedule="step"), progress=False)
+
+
+@pytest.mark.parametrize("kw", [{}, {"lr_schedule": "cosine", "lr_decay_start": 2}])
+def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, kw):
     data = _data()
     whole = _model()
-    train(whole, data, _config(tmp_path / "whole"), progress=False)
+    train(whole, data, _config(tmp_path / "whole", **kw), progress=False)
     parts = _model()
-    first = train(parts, data, _config(tmp_path / "parts"), progress=False, stop_after=4)
+    first = train(parts, data, _config(tmp_path / "parts", **kw), progress=False, stop_after=4)
     assert first.step == 4
     resumed = _model(seed=123)  # a fresh process: its own initialisation is overwritten by the checkpoint
-    second = train(resumed, data, _config(tmp_path / "parts"), progress=False)
+    second = train(resumed, data, _config(tmp_path / "parts", **kw), progress=False)
     assert second.step == 6 and len(second.losses) == 2
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

@@ -41,6 +41,8 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16  # global: split over the ranks
     lr: float = 2e-4
+    lr_schedule: str = "constant"  # or "cosine": lr to 0 along a half cosine from step lr_decay_start to steps
+    lr_decay_start: int = 0
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -93,6 +95,8 @@ def check_train_config(config: TrainConfig) -> None:
                      ("sample_every", 0), ("keep", 0), ("seed", 0)):
         check_integer(w, key, getattr(config, key), low)
     check_real(w, "lr", config.lr, 0.0, open_low=True)
+    check_choice(w, "lr_schedule", config.lr_schedule, ("constant", "cosine"))
+    check_integer(w, "lr_decay_start", config.lr_decay_start, 0)
     check_real(w, "weight_decay", config.weight_decay, 0.0)
     check_real(w, "ema_decay", config.ema_decay, 0.0, 1.0, open_high=True)
     check_real(w, "grad_clip", config.grad_clip, 0.0)
@@ -103,6 +107,14 @@ def check_train_config(config: TrainConfig) -> None:
     check_choice(w, "schedule", config.schedule, BETA_SCHEDULES)
     if not isinstance(config.out_dir, str | os.PathLike) or not os.fspath(config.out_dir):
         raise ValueError(f"{w} out_dir must be a directory path, got {config.out_dir!r}")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of step (from 0): a function of the step alone, so a resumed run continues the decay."""
+    if config.lr_schedule == "constant" or step < config.lr_decay_start:
+        return config.lr
+    span = max(1, config.steps - config.lr_decay_start)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - config.lr_decay_start) / span)))
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -206,6 +218,8 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: TrainConfig, *, co
                 loss = diffusion_loss(net, x0, schedule, prediction=config.prediction, t=t[share], noise=noise[share],
                                       model_kwargs=kwargs)
         opt.zero_grad(set_to_none=True)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step)
         scaler.scale(loss).backward()
         if config.grad_clip > 0:
             scaler.unscale_(opt)
