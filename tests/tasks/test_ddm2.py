@@ -2,6 +2,8 @@
 level and its timestep match, the full pipeline beats its input, training resumes from a work_dir,
 odd sizes are padded, bad input is refused in one line, and `mridpm denoise` writes its files."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,12 +19,14 @@ TINY = DDM2Config(stage1_steps=20, stage3_steps=10, batch_size=4, sample_steps=3
 
 def smooth_series(volumes: int = 6, slices: int = 2, size: tuple[int, int] = (16, 16), sigma: float = 0.08,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean, noisy) series (V, S, H, W): a blob over a step, the same in every volume, independent noise."""
+    """(clean, Rician-noisy) series (V, S, H, W): a blob over a step, the same in every volume, independent
+    noise (the magnitude of complex Gaussian noise of std sigma per part)."""
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[0]), torch.linspace(-1, 1, size[1]), indexing="ij")
     img = 0.3 + 0.5 * torch.exp(-2 * (yy**2 + xx**2)) + 0.15 * (yy > 0)
     clean = torch.stack([img * (1 - 0.1 * s) for s in range(slices)]).expand(volumes, -1, -1, -1).contiguous()
     g = torch.Generator().manual_seed(seed)
-    return clean, (clean + sigma * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    real, imag = (sigma * torch.randn(clean.shape, generator=g) for _ in range(2))
+    return clean, torch.hypot(clean + real, imag).clamp(0, 1)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,6 +60,25 @@ def test_noise_matching():
         assert torch.allclose(est, torch.full((2,), sigma), rtol=0.1)
     est = noise_sigma(d[:1] + 0.05 * torch.randn(d[:1].shape, generator=g), torch.zeros_like(d[:1]))  # no foreground
     assert abs(float(est[0]) - 0.05) < 0.005
+
+
+def test_gaussian_noise_regresses_the_magnitude():
+    clean, _ = smooth_series()
+    noisy = (clean + 0.08 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    res = ddm2_denoise(noisy, dataclasses.replace(FAST, noise="gaussian", stage3_steps=0), progress=False)
+    assert mse(res.stage1, clean) < 0.3 * mse(noisy, clean)
+    assert torch.allclose(res.sigma, torch.full_like(res.sigma, 0.08), rtol=0.25)
+
+
+def test_rician_bias_and_sigma_from_the_second_moment():
+    # Stage I learns E[M^2] = A^2 + 2 sigma^2 of Rician M: the level comes back from it and M alone
+    g = torch.Generator().manual_seed(2)
+    amp = torch.linspace(0, 1, 64).expand(2, 4, 64, 64)  # half the voxels at low SNR, a dark background
+    for sigma in (0.03, 0.08):
+        m = torch.hypot(amp + sigma * torch.randn(amp.shape, generator=g), sigma * torch.randn(amp.shape, generator=g))
+        est = ddm2.rician_sigma(m, amp**2 + 2 * sigma**2)
+        assert torch.allclose(est, torch.full((2,), sigma), rtol=0.1)
+        assert torch.allclose(ddm2.amplitude(amp**2 + 2 * est[:, None, None, None] ** 2, est), amp, atol=1e-6)
 
 
 def test_t_star_follows_the_schedule(run):
@@ -126,6 +149,11 @@ def test_bad_input_is_one_line(series, message):
     with pytest.raises(ValueError, match=message) as err:
         ddm2_denoise(series, TINY, progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_unknown_noise_model_is_refused():
+    with pytest.raises(ValueError, match="noise must be 'rician' or 'gaussian'"):
+        ddm2_denoise(smooth_series(volumes=3, slices=1)[1], dataclasses.replace(TINY, noise="poisson"), progress=False)
 
 
 def test_normalise_series():

@@ -70,9 +70,11 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
     p.add_argument("--self-supervised", action="store_true",
                    help="train DDM2 on the noisy series alone (required; a clean-prior denoiser is `mridpm enhance "
                         "denoise`)")
-    p.add_argument("--neighbours", type=a.positive, default=4, help="other volumes each volume is predicted from")
+    p.add_argument("--neighbours", type=a.positive, default=7, help="other volumes each volume is predicted from")
     p.add_argument("--stage1-steps", type=a.positive, default=600, help="training steps of the Stage I denoiser")
     p.add_argument("--stage3-steps", type=a.positive, default=1500, help="training steps of the Stage III DPM")
+    p.add_argument("--noise", choices=["rician", "gaussian"], default="rician",
+                   help="the series' noise: rician (magnitude images, bias corrected) or gaussian (real-valued)")
     p.add_argument("--work-dir", help="checkpoint both trainings here; a rerun resumes them")
     p.add_argument("--out", required=True, help="denoised NIfTI (.nii or .nii.gz); a PNG is written next to it")
     seed_and_overwrite(p)

@@ -22,7 +22,7 @@ def _denoise(args: argparse.Namespace) -> list[Path]:
                          f"{vol.dtype}")
     x, scale = normalise_series(vol.permute(3, 2, 0, 1))
     cfg = DDM2Config(neighbours=args.neighbours, stage1_steps=args.stage1_steps, stage3_steps=args.stage3_steps,
-                     seed=args.seed)
+                     noise=args.noise, seed=args.seed)
     res = ddm2_denoise(x, cfg, work_dir=args.work_dir, progress=True)
     print(f"noise std per volume (of the 99.9th percentile {scale:.4g}): {[round(float(s), 4) for s in res.sigma]}; "
           f"t*: {res.t_star.tolist()}")

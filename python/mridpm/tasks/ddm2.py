@@ -1,9 +1,12 @@
 """Self-supervised denoising of a series of noisy volumes of one anatomy (DWI directions, repetitions)
 after DDM2 (Xiang et al. 2023), trained on the noisy series only: Stage I, a J-invariant UNet that
-predicts volume v from K other volumes (noise independent between volumes, so it learns E[X_v | others]);
-Both networks are told which volume they work on (a class label: each volume has its own contrast).
-Stage II, each volume's noise std from its Stage I residual and the diffusion timestep t* of that level;
-Stage III, a conditional DPM trained on the Stage I outputs, run by DDIM from x_t* = sqrt(abar) X_v to 0."""
+predicts volume v from its K nearest other volumes (noise independent between volumes, so it learns
+E[M_v | others]; for magnitude images E[M_v^2 | others] = A^2 + 2 sigma^2, whose root after taking off
+2 sigma^2 is free of the Rician bias that E[M_v | others] keeps in dark regions). Both networks are told
+which volume they work on (a class label: each volume has its own contrast). Stage II, each volume's
+noise std from its Stage I residual and the diffusion timestep t* of that level; Stage III, a
+conditional DPM trained on the Stage I outputs, run by DDIM from x_t* = sqrt(abar) X_v to 0 (X_v with
+its Rician bias taken off, so that its noise is zero-mean as x_t*'s)."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ SAVE_EVERY = 100  # training steps between checkpoints (with a work_dir)
 class DDM2Config:
     """Training and sampling settings; the step counts suit 64x64 series on two CPU cores (minutes)."""
 
-    neighbours: int = 4
+    neighbours: int = 7
     stage1_steps: int = 600
     stage3_steps: int = 1500
     batch_size: int = 8
@@ -42,6 +45,7 @@ class DDM2Config:
     sample_steps: int = 10
     seed: int = 0
     ema_decay: float = 0.995
+    noise: str = "rician"  # magnitude images; "gaussian": real-valued noise (Stage I regresses M, not M^2)
 
 
 @dataclass
@@ -166,14 +170,29 @@ def _predict(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
                            torch.full((s,), v))[:, 0] for v in range(x.shape[0])])
 
 
-def noise_sigma(series: torch.Tensor, stage1: torch.Tensor) -> torch.Tensor:
-    """Per-volume noise std (V,) of series - stage1: 1.4826 MAD over the foreground (stage1 > 0.1), or
-    over every voxel where the foreground has fewer than 16."""
+def noise_sigma(series: torch.Tensor, stage1: torch.Tensor, floor: torch.Tensor | float = 0.1) -> torch.Tensor:
+    """Per-volume noise std (V,) of series - stage1: 1.4826 MAD over the foreground (stage1 > floor, one
+    floor or one per volume), or over every voxel where the foreground has fewer than 16."""
     out = []
-    for x, d in zip(series, stage1, strict=True):
-        r = (x - d)[d > 0.1] if int((d > 0.1).sum()) >= 16 else (x - d).flatten()
+    for x, d, f in zip(series, stage1, torch.as_tensor(floor).expand(len(series)), strict=True):
+        r = (x - d)[d > f] if int((d > f).sum()) >= 16 else (x - d).flatten()
         out.append(1.4826 * (r - r.median()).abs().median())
     return torch.stack(out)
+
+
+def amplitude(power: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The magnitude A (V, S, H, W) from E[M^2] = A^2 + 2 sigma^2 of Rician magnitudes M, sigma (V,) per volume
+    (the second-moment bias correction dipy's Rician NLM uses)."""
+    return (power - 2 * sigma[:, None, None, None] ** 2).clamp_min(0).sqrt()
+
+
+def rician_sigma(series: torch.Tensor, power: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Per-volume noise std (V,) of a Rician magnitude series M given Stage I's E[M^2 | others]: the MAD of
+    M - A over the voxels where A > 3 sigma (nearly Gaussian there), refined from the MAD over A > 0.1."""
+    sigma = noise_sigma(series, power.clamp_min(0).sqrt())
+    for _ in range(iterations):
+        sigma = noise_sigma(series, amplitude(power, sigma), 3 * sigma)
+    return sigma
 
 
 def ddm2_denoise(series: torch.Tensor, config: DDM2Config | None = None, work_dir: str | os.PathLike | None = None,
@@ -184,19 +203,26 @@ def ddm2_denoise(series: torch.Tensor, config: DDM2Config | None = None, work_di
     x = check_series(series)
     if cfg.neighbours < 1 or cfg.stage1_steps < 0 or cfg.stage3_steps < 0 or cfg.batch_size < 1 or cfg.sample_steps < 1:
         raise ValueError(f"neighbours, batch_size and sample_steps must be positive, step counts >= 0: {cfg}")
+    if cfg.noise not in ("rician", "gaussian"):
+        raise ValueError(f"noise must be 'rician' or 'gaussian', got {cfg.noise!r}")
+    power = 2 if cfg.noise == "rician" else 1
     h, w = x.shape[-2:]
-    xp, k, key = _pad(x), min(x.shape[0] - 1, cfg.neighbours), _data_key(x)
+    xp, k, key = _pad(x), min(x.shape[0] - 1, cfg.neighbours), f"{_data_key(x)}-{cfg.noise}"
     run = (lambda name: None) if work_dir is None else (lambda name: os.path.join(os.fspath(work_dir), name))
     volumes = x.shape[0]
     net1 = _seeded(stage1_net, k, volumes, cfg.seed)
 
     def loss1(g: torch.Generator) -> torch.Tensor:
         target, others, v = _draw(xp, k, cfg.batch_size, g)
-        return nnf.mse_loss(net1(others, torch.zeros(others.shape[0]), class_labels=v), target)
+        return nnf.mse_loss(net1(others, torch.zeros(others.shape[0]), class_labels=v), target**power)
 
     _train(net1, loss1, cfg.stage1_steps, cfg, run("stage1"), key, "DDM2 stage I", progress).copy_to(net1)
     s1 = _predict(lambda _, c, v: net1(c, torch.zeros(c.shape[0]), class_labels=v), xp, k)
-    sigma = noise_sigma(x, s1[..., :h, :w])
+    if power == 2:  # s1 is E[M^2 | others]
+        sigma = rician_sigma(x, s1[..., :h, :w])
+        s1 = amplitude(s1, sigma)
+    else:
+        sigma = noise_sigma(x, s1[..., :h, :w])
     net3 = _seeded(stage3_net, k, volumes, cfg.seed + 1)
     prior = Prior(net3, DiscreteSchedule.from_name("linear", 1000), "eps", {"data_range": [-1.0, 1.0]})
     t_star = torch.tensor([matching_timestep(prior, 2 * float(s)) for s in sigma])
@@ -214,7 +240,10 @@ def ddm2_denoise(series: torch.Tensor, config: DDM2Config | None = None, work_di
     ema.copy_to(net3)
 
     def sample(noisy: torch.Tensor, cond: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        t = int(t_star[int(v[0])])
+        t, i = int(t_star[int(v[0])]), int(v[0])
+        if power == 2:  # x_t* needs zero-mean noise: take off the Rician bias E[M | A] - A ~ sqrt(A^2 + pi/2 s^2) - A
+            a = s1[i][:, None]
+            noisy = noisy - ((a.square() + math.pi / 2 * float(sigma[i]) ** 2).sqrt() - a)
         start = (noisy * 2 - 1) * math.sqrt(prior.schedule.alpha_bar(t))
         return ddim(prior, start, timesteps_from(prior.schedule, t, cfg.sample_steps), cond=cond * 2 - 1,
                     class_labels=v)
