@@ -539,7 +539,8 @@ CHECKERS: dict[str, tuple[str, Callable[[Quoted], list[str]]]] = {
 EXPECTED = {
     "README.md": ["evaluate-summary", "speed"],
     "docs/reconstruction.md": ["posterior-bounds", "evaluate"],
-    "docs/tasks.md": ["registration", "classification", "selfsup", "selfsup-real", "segmentation", "anomaly", "denoising", "superres"],
+    "docs/tasks.md": ["registration", "classification", "selfsup", "selfsup-real", "segmentation", "anomaly",
+                      "denoising", "superres"],
     "docs/priors.md": ["priors"],
     "docs/benchmarks.md": ["speed", "bench-step", "bench-step-overhead", "bench-sampler", "bench-dc",
                            "bench-attention", "bench-recon", "bench-net", "targets"],
