@@ -114,6 +114,37 @@ def test_tiny_model_trains_and_registers(tmp_path):
     torch.testing.assert_close(register(loaded, moving, fixed).field, res.field)  # EMA decay 0: the weights
 
 
+@pytest.mark.parametrize("similarity", ["mse", "lncc"])
+def test_refinement_lowers_its_loss_and_zero_keeps_the_networks_field(similarity):
+    from mridpm.tasks.registration import REFINE_STEPS, refine_field
+
+    torch.manual_seed(0)
+    model = DiffuseMorph(TINY).eval()
+    pairs = eval_pairs([70, 90], (32, 32), seed=0)
+    moving, fixed = pairs["moving"], pairs["fixed"]
+    with torch.no_grad():
+        raw = model(fixed * 2 - 1, torch.zeros(2), moving, fixed)[1]
+    torch.testing.assert_close(register(model, moving, fixed, refine=0).field, raw)
+    opts = {"similarity": similarity, "smooth_weight": 0.02 if similarity == "mse" else 0.5, "window": 5}
+
+    def loss(u):
+        warped = W.warp(moving, u)
+        d = (warped - fixed).square().mean() if similarity == "mse" else -W.lncc(warped, fixed, 5)
+        return float(d + opts["smooth_weight"] * W.smoothness(u))
+
+    refined = register(model, moving, fixed, refine=30, **opts).field
+    torch.testing.assert_close(refined, refine_field(moving, fixed, raw, 30, **opts))
+    assert loss(refined) < 0.9 * loss(raw) and W.folding_fraction(refined) < 0.01
+    # each pair's refinement is its own: alone it gives the same field as in the batch
+    torch.testing.assert_close(refine_field(moving[:1], fixed[:1], raw[:1], 30, **opts), refined[:1], atol=1e-4,
+                               rtol=0)
+    with pytest.raises(ValueError, match="refine must be at least 0"):
+        register(model, moving, fixed, refine=-1)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        refine_field(moving, fixed, raw, 1, similarity="ssd")
+    assert cli._parser().parse_args(["register", "m", "f", "--model", "r", "--out", "o"]).refine == REFINE_STEPS
+
+
 def test_register_checks_input():
     model = DiffuseMorph(TINY).eval()
     x = _images()
@@ -155,7 +186,8 @@ def test_cli_writes_warped_field_intermediates_and_png(trained_run, tmp_path, ca
     x = _images(2, 32)
     moving, fixed = _nifti(tmp_path / "m.nii.gz", x), _nifti(tmp_path / "f.nii.gz", x.flip(-1))
     out = tmp_path / "w.nii.gz"
-    assert cli.main(["register", moving, fixed, "--model", str(trained_run), "--steps", "3", "--out", str(out)]) == 0
+    assert cli.main(["register", moving, fixed, "--model", str(trained_run), "--steps", "3", "--refine", "2",
+                     "--out", str(out)]) == 0
     assert read_nifti(out)[0].shape == (32, 32, 2)
     assert read_nifti(tmp_path / "w_field.nii.gz")[0].shape == (32, 32, 2, 2)
     assert read_nifti(tmp_path / "w_intermediates.nii.gz")[0].shape == (32, 32, 2, 3)

@@ -83,6 +83,10 @@ def add_parsers(sub: Any, seed_and_overwrite: Callable[[argparse.ArgumentParser]
     p.add_argument("fixed", help="NIfTI image to match, the same shape")
     p.add_argument("--model", required=True, help="a registration run directory (mridpm train configs/register64.toml)")
     p.add_argument("--steps", type=a.integer(2), default=8, help="images along the continuous deformation")
+    p.add_argument("--refine", type=a.integer(0), default=200,
+                   help="Adam steps refining the network's field (0: the network's field as it is)")
+    p.add_argument("--similarity", choices=("mse", "lncc"), default="mse",
+                   help="what the refinement matches: squared differences (one contrast) or local correlation")
     p.add_argument("--out", required=True, help="warped NIfTI; _field (H, W, S, 2) and _intermediates (H, W, S, "
                                                 "steps) files and a PNG are written next to it")
     seed_and_overwrite(p)

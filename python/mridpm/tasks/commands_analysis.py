@@ -42,7 +42,8 @@ def _register(args: argparse.Namespace) -> list[Path]:
     if moving.shape != fixed.shape:
         raise ValueError(f"moving {tuple(moving.shape[2:])} x {moving.shape[0]} and fixed {tuple(fixed.shape[2:])} x "
                          f"{fixed.shape[0]} differ in shape")
-    res = register(args.model, moving, fixed, steps=args.steps)
+    res = register(args.model, moving, fixed, steps=args.steps, refine=args.refine,
+                   similarity=args.similarity)
     field, steps = res.field.permute(2, 3, 0, 1), res.intermediates[:, :, 0].permute(2, 3, 1, 0)
     return [write_slices(args.out, res.warped[:, 0], affine),
             write_nifti(nifti_path(args.out, "_field"), field.contiguous(), affine),
