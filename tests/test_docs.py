@@ -434,7 +434,7 @@ def check_superres(q: Quoted) -> list[str]:
 
 # --- priors (python/mridpm/nets/priors)
 
-PRIOR_NAMES = ("brain64", "brain64c", "seg64", "anoddpm64")
+PRIOR_NAMES = ("brain64", "brain64c", "seg64", "anoddpm64", "heads_c")
 
 
 def check_priors(q: Quoted) -> list[str]:

@@ -23,12 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="versions, built backends and visible devices")
     p_info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p = sub.add_parser("simulate", help="write simulated multi-coil brain volumes as fastMRI HDF5 files")
+    p = sub.add_parser("simulate", help="write simulated multi-coil brain or head volumes as fastMRI HDF5 files")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--source", choices=["brain", "heads"], default="brain",
+                   help="brain: skull-stripped MNI152 slices; heads: held-out synthetic head slices (skull, scalp)")
     p.add_argument("--volumes", type=a.positive, default=4)
     p.add_argument("--contrast", choices=["T1", "T2", "PD"], default="T1")
     p.add_argument("--coils", type=a.positive, default=8)
-    p.add_argument("--slices", type=a.positive, default=8, help="axial slices per volume")
+    p.add_argument("--slices", type=a.positive, default=8, help="slices per volume (axial for brain)")
     p.add_argument("--size", type=a.integer(8), nargs=2, default=[256, 256], metavar=("H", "W"))
     p.add_argument("--noise", type=a.real(0), default=0.002, help="k-space noise std, relative to its maximum")
     _seed_and_overwrite(p)
@@ -98,9 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=a.positive, default=1, help="--kspace-cv: repeated splits, pooled")
     p.add_argument("--steps", type=a.positive, help="--kspace-cv: sampler steps of the prior methods")
     _seed_and_overwrite(p)
-    p = sub.add_parser("demo", help="simulate, undersample 8x and reconstruct brain slices with the bundled prior")
+    p = sub.add_parser("demo", help="simulate, undersample 8x and reconstruct full-size head slices with the "
+                                    "bundled prior")
     p.add_argument("--out", default="demo.png", help="PNG figure")
-    p.add_argument("--slices", type=a.positive, default=4)
+    p.add_argument("--slices", type=a.positive, default=2)
     p.add_argument("--samples", type=a.positive, default=4)
     _seed_and_overwrite(p)
     from mridpm.tasks.commands import add_parsers
@@ -243,11 +246,12 @@ def _run(args: argparse.Namespace) -> int:
         from mridpm.data.phantom import simulate_dataset, simulated_names
 
         h, w = args.size
-        check_output_dir(args.out, simulated_names(args.volumes, args.contrast, args.seed), overwrite=args.overwrite)
+        names = simulated_names(args.volumes, args.contrast, args.seed, args.source)
+        check_output_dir(args.out, names, overwrite=args.overwrite)
         require(4 * 8 * (args.coils + 1) * args.slices * h * w, f"simulating {args.slices} slices of {h} x {w}")
         with all_or_none():
             paths = simulate_dataset(args.out, args.volumes, args.contrast, args.coils, args.slices, (h, w),
-                                     args.noise, seed=args.seed, progress=True)
+                                     args.noise, seed=args.seed, progress=True, source=args.source)
         print(f"wrote {len(paths)} files to {args.out}")
 
     if args.command == "info":

@@ -51,3 +51,44 @@ def test_cli_simulate_writes_fastmri_files(tmp_path, capsys):
     assert vol.attrs["acquisition"] == "SIM_SE_PD"
     torch.testing.assert_close(mri.coils.rss(mri.ifft2c(vol.kspace)), vol.target, rtol=1e-4, atol=1e-5)
     assert not torch.equal(vol.kspace, data.read_fastmri(files[1]).kspace)
+
+
+def _border_fraction(target):
+    """The fraction of pixels in the outer eighth of each side brighter than a tenth of their slice's 99th
+    percentile, averaged over the slices."""
+    h, w = target.shape[-2:]
+    ring = torch.ones(h, w, dtype=torch.bool)
+    ring[h // 8 : h - h // 8, w // 8 : w - w // 8] = False
+    m = target / target.flatten(1).quantile(0.99, dim=1)[:, None, None]
+    return float((m[:, ring] > 0.1).float().mean())
+
+
+def test_heads_source_writes_unstripped_head_volumes(tmp_path):
+    brain = phantom.simulate_dataset(tmp_path / "b", volumes=1, slices=3, coils=3, shape=(37, 30), seed=4)
+    heads = phantom.simulate_dataset(tmp_path / "h", volumes=2, slices=3, coils=3, shape=(37, 30), seed=4,
+                                     contrast="T2", source="heads")
+    assert [p.name for p in heads] == phantom.simulated_names(2, "T2", 4, source="heads")
+    assert [p.name for p in brain] == phantom.simulated_names(1, "T1", 4) == ["sim_t1_4_0000.h5"]
+    assert not set(phantom.simulated_names(3, "T1", 4, "heads")) & set(phantom.simulated_names(3, "T1", 4))
+    vol, vb = data.read_fastmri(heads[0]), data.read_fastmri(brain[0])
+    assert vol.kspace.shape == (3, 3, 37, 30) and vol.target.shape == (3, 37, 30)
+    assert vol.attrs["acquisition"] == "SIM_HEADS_SE_T2"
+    torch.testing.assert_close(mri.coils.rss(mri.ifft2c(vol.kspace)), vol.target, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(vol.kspace, data.read_fastmri(heads[1]).kspace)
+    # skull, scalp and neck reach into the border, where the skull-stripped brain leaves the frame empty
+    assert _border_fraction(vol.target) > 0.03 > 0.005 > _border_fraction(vb.target)
+    with pytest.raises(ValueError, match="source"):
+        phantom.simulate_dataset(tmp_path / "x", source="skull")
+    with pytest.raises(ValueError, match="at least 4 x 4"):
+        phantom.simulate_dataset(tmp_path / "x", shape=(3, 8), source="heads")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_simulate_heads_source(tmp_path, capsys):
+    assert cli.main(["simulate", "--source", "heads", "--out", str(tmp_path), "--size", "48", "40", "--slices", "2",
+                     "--volumes", "1", "--coils", "2"]) == 0
+    (f,) = tmp_path.glob("*.h5")
+    assert f.name == "sim_heads_t1_0_0000.h5"
+    vol = data.read_fastmri(f)
+    assert vol.kspace.shape == (2, 2, 48, 40) and vol.target.shape == (2, 48, 40)
+    assert vol.attrs["acquisition"] == "SIM_HEADS_SE_T1"

@@ -150,3 +150,38 @@ def test_an_exported_prior_loads_from_its_json_anywhere(tmp_path, bundle):
     blob[-1] ^= 1
     (elsewhere / "snap.safetensors").write_bytes(bytes(blob))
     _refused(str(elsewhere / "snap.json"), "the weights of prior 'snap' do not match their recorded SHA-256")
+
+
+def test_sampler_options_of_the_card_are_reconstruction_defaults(tmp_path, bundle, monkeypatch):
+    """export(..., sampler_options=) records the options tuned for a prior; reconstruct_prior takes them
+    as defaults that the caller's own options override; a card whose options are not objects is refused."""
+    import subprocess
+    import sys
+
+    from mridpm.tasks import reconstruction
+
+    torch.manual_seed(0)
+    meta = {"config": {"schedule": "linear", "prediction": "eps", "num_train_timesteps": 50,
+                       "extra": {"data": {"size": [8, 8]}}},
+            "model": {"class": "UNet", "config": CONFIG.to_dict()}}
+    save_checkpoint(tmp_path / "run", 5, {"ema": UNet(CONFIG).state_dict()}, meta)
+    out = subprocess.run([sys.executable, "-m", "mridpm.nets.priors", "export", str(tmp_path / "run"), "mine",
+                          str(bundle), "--sampler-options", '{"dds": {"cg_iters": 2}}'], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    prior = priors.load_prior("mine")
+    assert prior.info["sampler_options"] == {"dds": {"cg_iters": 2}}
+    seen = []
+
+    def record(y, *args, **kwargs):
+        seen.append(kwargs)
+        return reconstruction.Reconstruction(y, y, y[None], 0, 0.0)
+
+    monkeypatch.setattr(reconstruction, "reconstruct", record)
+    from mridpm.mri.operators import SingleCoil
+
+    op, y = SingleCoil(torch.ones(8, 8)), torch.ones(1, 8, 8, dtype=torch.complex64)
+    for method, extra, want in (("dds", {}, 2), ("dds", {"cg_iters": 7}, 7), ("projection", {}, None)):
+        reconstruction.reconstruct_prior(y, op, prior, method=method, scale=1.0, **extra)
+        assert seen[-1].get("cg_iters") == want
+    _tiny(bundle, "bad", sampler_options={"dds": 2})
+    _refused("bad", f"{bundle / 'bad.json'}: sampler_options must map method names to objects of options")

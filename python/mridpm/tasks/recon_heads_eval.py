@@ -58,9 +58,11 @@ def sampling_mask(kind: str, accel: float, shape: tuple[int, int], seed: int) ->
 def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tuple[str, ...] = DATA,
                    samplings: tuple[tuple[str, float], ...] = SAMPLINGS, size: tuple[int, int] = (192, 192),
                    slices: int = 4, coils: int = 8, noise: float = 0.002, samples: int = 1, seed: int = 0,
-                   progress: bool = True, options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                   progress: bool = True, options: dict[str, dict[str, Any]] | None = None,
+                   keep: dict[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """One row of mean PSNR, SSIM, NMSE, seconds and model evaluations per (data, sampling, method):
-    `slices` held-out head slices of size `size` per contrast (dipy: its one 256 x 256 slice)."""
+    `slices` held-out head slices of size `size` per contrast (dipy: its one 256 x 256 slice). keep, when
+    given, receives the last slice's truth, every method's image and each prior method's std (a figure's)."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -79,15 +81,20 @@ def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tup
             results: dict[str, list[dict[str, float]]] = {}
             label = f"{kind} {accel:g}x"
             for i in tqdm(range(len(x)), desc=f"{name} {label}", disable=not progress):
+                shown = {"truth": x[i]}
                 for method, (image, seconds) in base.run(y[i : i + 1], op).items():
+                    shown[method] = image[0]
                     results.setdefault(method, []).append({**image_metrics(x[i], image[0]), "seconds": seconds,
                                                            "evals": 0})
                 for method in methods:
                     r = reconstruct_prior(y[i : i + 1], op, prior, method=method, samples=samples,
                                           noise_std=float(sigma[i]), generator=Generator(seed + i),
                                           **(options or {}).get(method, {}))
+                    shown[method], shown[f"{method} std"] = r.mean[0], r.std[0]
                     results.setdefault(method, []).append({**image_metrics(x[i], r.mean[0]), "seconds": r.seconds,
                                                            "evals": r.evaluations})
+                if keep is not None:
+                    keep.update(shown)
             for method, rs in results.items():
                 rows.append({"data": name, "sampling": label, "method": method, "slices": len(rs),
                              "size": list(shape),

@@ -261,14 +261,15 @@ def reconstruct_prior(y: torch.Tensor, op: Sense | SingleCoil, prior: Any, *, me
     its two-channel network as a complex model (run zero-padded to the sides it takes: info
     "size_multiple", else its UNet's, recon_padding), x0 clipped to its data range, and y divided by
     estimate_scale / info["p99"] (or by scale) so that the image has the range the prior was trained
-    on; the result is scaled back. speed: how the network runs (mridpm.nets.speed; DPS refuses
-    inference_mode and cuda_graph)."""
+    on; the result is scaled back. The prior card's sampler_options for the method (tuned for it) are
+    the defaults of kwargs. speed: how the network runs (mridpm.nets.speed; DPS refuses inference_mode
+    and cuda_graph)."""
     check_speed(speed, method == "dps", method)
     check_problem(y, op, noise_std)
     s = estimate_scale(y, op) / float(prior.info.get("p99", 1.0)) if scale is None else float(scale)
     network = fast_model(prior.model, speed, differentiable=method == "dps")
     model = fit_model(ps.ComplexDenoiser(network), tuple(y.shape[-2:]), size_multiple(prior))
-    kwargs.setdefault("coil_scale", method == "pc-rss")
+    kwargs = {"coil_scale": method == "pc-rss", **prior.info.get("sampler_options", {}).get(method, {}), **kwargs}
     r = reconstruct(y / s, op, model, prior.schedule, method=method, noise_std=noise_std / s,
                     prediction=prior.prediction, clip=tuple(prior.info["data_range"]), **kwargs)
     return Reconstruction(r.mean * s, r.std * s, r.samples * s, r.evaluations, r.seconds)

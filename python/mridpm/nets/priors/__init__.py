@@ -106,6 +106,9 @@ def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
         raise ValueError(f"{source}: {err}") from None
     if info["prediction"] not in ("eps", "x0", "v"):
         raise ValueError(f"{source}: prediction must be 'eps', 'x0' or 'v', got {info['prediction']!r}")
+    options = info.get("sampler_options", {})
+    if not (isinstance(options, dict) and all(isinstance(v, dict) for v in options.values())):
+        raise ValueError(f"{source}: sampler_options must map method names to objects of options")
     return Prior(model.to(device).eval(), schedule, info["prediction"], info)
 
 
@@ -139,9 +142,11 @@ def _from_run(run_dir: Path, device: str | torch.device) -> Prior:
     return _prior(info, weights, device, where)
 
 
-def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None) -> Path:
+def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None,
+           sampler_options: dict[str, dict[str, Any]] | None = None) -> Path:
     """Writes the EMA weights of a run's latest checkpoint (float16) and its description next to this
-    module (or to out_dir): what load_prior reads."""
+    module (or to out_dir): what load_prior reads. sampler_options {method: {option: value}}, recorded
+    in the card, are the reconstruction options tuned for this prior (reconstruct_prior's defaults)."""
     from safetensors.torch import save_file
 
     from mridpm.data._atomic import atomic_path
@@ -151,6 +156,8 @@ def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | N
     weights = target / f"{name}.safetensors"
     with atomic_path(weights, ".safetensors") as tmp:
         save_file({k: v.half() if v.is_floating_point() else v for k, v in ema.items()}, str(tmp))
+    if sampler_options:
+        info["sampler_options"] = sampler_options
     info["weights"], info["sha256"] = weights.name, hashlib.sha256(weights.read_bytes()).hexdigest()
     with atomic_path(target / f"{name}.json", ".json") as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
