@@ -127,7 +127,7 @@ def test_single_coil_and_refusals(phantom):
 def test_file_maps_noise_and_priors_use_training_samples_only(tmp_path, monkeypatch):
     pytest.importorskip("nilearn")
     pytest.importorskip("h5py")
-    from mridpm.data.phantom import simulate_dataset
+    from mridpm.data.simulated import simulate_dataset
 
     (path,) = simulate_dataset(tmp_path, volumes=1, slices=1, shape=(64, 64), noise=0.002)
     seen: dict[str, list[torch.Tensor]] = {"maps": [], "noise": [], "prior": []}

@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "simulate":
         from mridpm._memory import require
-        from mridpm.data.phantom import simulate_dataset, simulated_names
+        from mridpm.data.simulated import simulate_dataset, simulated_names
 
         h, w = args.size
         names = simulated_names(args.volumes, args.contrast, args.seed, args.source)

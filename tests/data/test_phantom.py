@@ -8,7 +8,7 @@ pytest.importorskip("nibabel")
 pytest.importorskip("h5py")
 
 from mridpm import cli, data, mri
-from mridpm.data import phantom
+from mridpm.data import phantom, simulated
 
 
 def _tissue_means(contrast):
@@ -64,12 +64,12 @@ def _border_fraction(target):
 
 
 def test_heads_source_writes_unstripped_head_volumes(tmp_path):
-    brain = phantom.simulate_dataset(tmp_path / "b", volumes=1, slices=3, coils=3, shape=(37, 30), seed=4)
-    heads = phantom.simulate_dataset(tmp_path / "h", volumes=2, slices=3, coils=3, shape=(37, 30), seed=4,
+    brain = simulated.simulate_dataset(tmp_path / "b", volumes=1, slices=3, coils=3, shape=(37, 30), seed=4)
+    heads = simulated.simulate_dataset(tmp_path / "h", volumes=2, slices=3, coils=3, shape=(37, 30), seed=4,
                                      contrast="T2", source="heads")
-    assert [p.name for p in heads] == phantom.simulated_names(2, "T2", 4, source="heads")
-    assert [p.name for p in brain] == phantom.simulated_names(1, "T1", 4) == ["sim_t1_4_0000.h5"]
-    assert not set(phantom.simulated_names(3, "T1", 4, "heads")) & set(phantom.simulated_names(3, "T1", 4))
+    assert [p.name for p in heads] == simulated.simulated_names(2, "T2", 4, source="heads")
+    assert [p.name for p in brain] == simulated.simulated_names(1, "T1", 4) == ["sim_t1_4_0000.h5"]
+    assert not set(simulated.simulated_names(3, "T1", 4, "heads")) & set(simulated.simulated_names(3, "T1", 4))
     vol, vb = data.read_fastmri(heads[0]), data.read_fastmri(brain[0])
     assert vol.kspace.shape == (3, 3, 37, 30) and vol.target.shape == (3, 37, 30)
     assert vol.attrs["acquisition"] == "SIM_HEADS_SE_T2"
@@ -78,9 +78,9 @@ def test_heads_source_writes_unstripped_head_volumes(tmp_path):
     # skull, scalp and neck reach into the border, where the skull-stripped brain leaves the frame empty
     assert _border_fraction(vol.target) > 0.03 > 0.005 > _border_fraction(vb.target)
     with pytest.raises(ValueError, match="source"):
-        phantom.simulate_dataset(tmp_path / "x", source="skull")
+        simulated.simulate_dataset(tmp_path / "x", source="skull")
     with pytest.raises(ValueError, match="at least 4 x 4"):
-        phantom.simulate_dataset(tmp_path / "x", shape=(3, 8), source="heads")
+        simulated.simulate_dataset(tmp_path / "x", shape=(3, 8), source="heads")
     assert not (tmp_path / "x").exists()
 
 
