@@ -183,5 +183,14 @@ def test_sampler_options_of_the_card_are_reconstruction_defaults(tmp_path, bundl
     for method, extra, want in (("dds", {}, 2), ("dds", {"cg_iters": 7}, 7), ("projection", {}, None)):
         reconstruction.reconstruct_prior(y, op, prior, method=method, scale=1.0, **extra)
         assert seen[-1].get("cg_iters") == want
+    for bad, message in (("{not json", "Expecting property name"), ('{"dds": 2}', "must map method names")):
+        out = subprocess.run([sys.executable, "-m", "mridpm.nets.priors", "export", str(tmp_path / "run"), "other",
+                              str(bundle), "--sampler-options", bad], capture_output=True, text=True)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and message in lines[-1] and "Traceback" not in out.stderr, out.stderr
+        assert not list(bundle.glob("other*"))
+    with pytest.raises(ValueError, match="must map method names"):
+        priors.export(tmp_path / "run", "other", bundle, sampler_options={"dds": [1]})
+    assert not list(bundle.glob("other*"))
     _tiny(bundle, "bad", sampler_options={"dds": 2})
     _refused("bad", f"{bundle / 'bad.json'}: sampler_options must map method names to objects of options")

@@ -106,10 +106,14 @@ def _prior(info: dict[str, Any], weights: dict[str, torch.Tensor], device: str |
         raise ValueError(f"{source}: {err}") from None
     if info["prediction"] not in ("eps", "x0", "v"):
         raise ValueError(f"{source}: prediction must be 'eps', 'x0' or 'v', got {info['prediction']!r}")
-    options = info.get("sampler_options", {})
+    check_sampler_options(info.get("sampler_options", {}), source)
+    return Prior(model.to(device).eval(), schedule, info["prediction"], info)
+
+
+def check_sampler_options(options: Any, source: str) -> None:
+    """A card's sampler_options must be {method name: {option: value}}: one-line ValueError otherwise."""
     if not (isinstance(options, dict) and all(isinstance(v, dict) for v in options.values())):
         raise ValueError(f"{source}: sampler_options must map method names to objects of options")
-    return Prior(model.to(device).eval(), schedule, info["prediction"], info)
 
 
 def _run_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
@@ -151,6 +155,8 @@ def export(run_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike | N
 
     from mridpm.data._atomic import atomic_path
 
+    if sampler_options is not None:  # refused before anything is written
+        check_sampler_options(sampler_options, "export")
     ema, info, _ = _run_checkpoint(Path(run_dir))
     target = Path(out_dir) if out_dir is not None else _dir()
     weights = target / f"{name}.safetensors"
