@@ -50,3 +50,15 @@ def test_rows_per_data_sampling_and_method():
     for r in rows:
         assert r["size"] == [30, 34] and r["slices"] == 1 and torch.isfinite(torch.tensor(r["psnr"]))
     assert {r["evals"] for r in rows if r["method"] == "dds"} == {2}
+    assert {r.get("samples") for r in rows} == {None, 1}  # the posterior samples averaged, on the prior's rows
+
+
+def test_summary_gives_each_case_its_margin_over_the_best_baseline():
+    rows = [{"data": "T1", "sampling": "lines 4x", "method": m, "psnr": v}
+            for m, v in (("zero-filled", 20.0), ("CG-SENSE", 22.0), ("L1-wavelet", 24.5), ("dds", 27.0))]
+    rows += [{"data": "T2", "sampling": "lines 8x", "method": m, "psnr": v}
+             for m, v in (("zero-filled", 21.0), ("CG-SENSE", 20.0), ("L1-wavelet", 19.0))]  # no dds: left out
+    (s,) = ev.summary(rows)
+    assert (s["data"], s["sampling"]) == ("T1", "lines 4x")
+    assert (s["CG-SENSE"], s["L1-wavelet"], s["prior"]) == (22.0, 24.5, 27.0)
+    assert s["margin"] == pytest.approx(2.5)

@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         from mridpm.tables import markdown_table
         from mridpm.tasks.recon_evaluation import TABLE_COLUMNS, TABLE_FORMATS, evaluate
         from mridpm.tasks.recon_figures import demo
-        from mridpm.tasks.recon_heads_eval import HEAD_COLUMNS
+        from mridpm.tasks.recon_heads_eval import HEAD_COLUMNS, SUMMARY_COLUMNS, SUMMARY_FORMATS, summary
 
         check_outputs([args.out] if args.command == "demo" else [args.json] if args.json else [],
                       overwrite=args.overwrite)
@@ -210,8 +210,11 @@ def _run(args: argparse.Namespace) -> int:
                         tmp.write_text(json.dumps(rows, indent=2) + "\n")
         if args.command == "evaluate" and args.kspace_cv:
             print(markdown_table(rows, *CV_TABLE))
-        else:  # a head prior's rows name their data and sampling (recon_heads_eval)
-            print(markdown_table(rows, HEAD_COLUMNS if rows and "data" in rows[0] else TABLE_COLUMNS, TABLE_FORMATS))
+        elif rows and "data" in rows[0]:  # a head prior's rows name their data and sampling (recon_heads_eval)
+            print(markdown_table(rows, HEAD_COLUMNS, TABLE_FORMATS))
+            print(markdown_table(summary(rows), SUMMARY_COLUMNS, SUMMARY_FORMATS))
+        else:
+            print(markdown_table(rows, TABLE_COLUMNS, TABLE_FORMATS))
 
     if args.command == "sample":
         import torch

@@ -106,3 +106,21 @@ def test_training_images_heads_source():
                                                 "seed": 2}), x, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"patch 96 is larger than the slices \[16, 16\]"):
         training_images({"source": "heads", "n": 2, "size": [16, 16], "patch": 96})
+
+
+def test_skull_stripping_zeroes_all_but_the_brain_and_changes_no_other_draw():
+    plain = heads.head_slices(8, (48, 48), seed=2)
+    some = heads.head_slices(8, (48, 48), seed=2, strip=0.5)
+    every = heads.head_slices(8, (48, 48), seed=2, strip=1.0)
+    stripped = [not torch.equal(a, b) for a, b in zip(plain, some, strict=True)]
+    assert 0 < sum(stripped) < 8  # a fraction of the slices; the others are drawn exactly as without strip
+    for a, b in zip(plain, every, strict=True):
+        zero = b.abs() == 0
+        assert zero.float().mean() > (a.abs() == 0).float().mean()  # zero outside the brain, noise included
+        inside = ~zero
+        # what is kept is the same image, scaled by the new 99th-percentile normalisation
+        ratio = (b[inside].abs() / a[inside].abs().clamp_min(1e-6)).median()
+        assert float(ratio) >= 1
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="strip"):
+            heads.head_slices(1, (16, 16), strip=bad)

@@ -146,9 +146,11 @@ def _rotation(rng: np.random.Generator, degrees: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _draw(rng: np.random.Generator, heldout: bool, contrast: str | None = None) -> dict[str, Any]:
+def _draw(rng: np.random.Generator, heldout: bool, contrast: str | None = None, strip: float = 0.0
+          ) -> dict[str, Any]:
     """One slice's random parameters: geometry, contrast (random, or the named spin echo), texture, blur,
-    bias, phase and noise."""
+    bias, phase, noise and (with probability strip, drawn last so that strip = 0 changes no other draw)
+    skull stripping."""
     o = ORIENTATIONS[int(rng.integers(3))]
     pos = _positions(o, heldout)
     p = float(pos[int(rng.integers(len(pos)))])
@@ -166,7 +168,8 @@ def _draw(rng: np.random.Generator, heldout: bool, contrast: str | None = None) 
             "blur": rng.uniform(0.35, 1.1, 2), "keep": rng.uniform(0.55, 1.0, 2) if rng.random() < 0.4 else (1, 1),
             "bias": rng.uniform(0, 0.35), "phase_c": rng.normal(0, rng.uniform(0.2, 1.5), 6),
             "noise": math.exp(rng.uniform(-6.5, -3)),
-            "fov": FOV * rng.uniform(0.9, 1.1), "seed": int(rng.integers(2**31))}
+            "fov": FOV * rng.uniform(0.9, 1.1), "seed": int(rng.integers(2**31)),
+            "stripped": bool(strip > 0 and rng.random() < strip)}
 
 
 def _means(rng: np.random.Generator) -> np.ndarray:
@@ -198,6 +201,7 @@ def _named(rng: np.random.Generator, contrast: str) -> np.ndarray:
     return mu / max(mu.max(), 1e-6)
 
 
+BRAIN_MAX = LABELS.index("wm")  # labels 1..BRAIN_MAX (CSF, grey and white matter) are what skull stripping keeps
 CLIP = 1.5  # magnitudes above 1.5 x the 99th percentile are clipped (their phase kept)
 
 
@@ -249,6 +253,9 @@ def _render(params: list[dict[str, Any]], size: tuple[int, int]) -> torch.Tensor
     scale = _p99(z.abs())
     sd = torch.tensor([q["noise"] for q in params], dtype=torch.float32)[:, None, None] * scale
     z = z + sd * torch.complex(noise[:, 0], noise[:, 1])
+    stripped = torch.tensor([q.get("stripped", False) for q in params])[:, None, None]
+    brain = (labels >= 1) & (labels <= BRAIN_MAX)
+    z = torch.where(stripped & ~brain, 0, z)  # a skull-stripped image: zero (noise too) outside the brain
     z = z / _p99(z.abs())
     mag = z.abs()
     return (z * (mag.clamp(max=CLIP) / mag.clamp_min(1e-12))).to(torch.complex64)
@@ -261,10 +268,12 @@ def _p99(mag: torch.Tensor) -> torch.Tensor:
 
 
 def head_slices(n: int, size: tuple[int, int] = (128, 128), seed: int = 0, *, heldout: bool = False,
-                contrast: str | None = None, chunk: int = 64) -> torch.Tensor:
+                contrast: str | None = None, strip: float = 0.0, chunk: int = 64) -> torch.Tensor:
     """n complex64 synthetic head slices (n, H, W), slice i drawn from (seed, i) (held out: (seed, i, 1)); the
     99th percentile of each slice's magnitude is 1 (clipped at CLIP). heldout=True draws only held-out positions;
-    contrast (a phantom.CONTRASTS name) fixes the spin echo instead of drawing one (evaluation by contrast)."""
+    contrast (a phantom.CONTRASTS name) fixes the spin echo instead of drawing one (evaluation by contrast);
+    strip is the fraction of slices skull-stripped (zero outside CSF, grey and white matter), as many
+    public datasets are."""
     from mridpm.data.phantom import CONTRASTS
 
     if contrast is not None and contrast not in CONTRASTS:
@@ -273,23 +282,31 @@ def head_slices(n: int, size: tuple[int, int] = (128, 128), seed: int = 0, *, he
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 4 for s in size):
         raise ValueError(f"size must be two integers >= 4, got {size!r}")
-    return torch.cat(list(_chunks(n, (int(size[0]), int(size[1])), seed, heldout, chunk, contrast)))
+    _check_strip(strip)
+    return torch.cat(list(_chunks(n, (int(size[0]), int(size[1])), seed, heldout, chunk, contrast, strip)))
 
 
-def _chunks(n: int, size: tuple[int, int], seed: int, heldout: bool, chunk: int, contrast: str | None = None
-            ) -> Iterator[torch.Tensor]:
+def _check_strip(strip: float) -> None:
+    """strip must be a probability."""
+    if isinstance(strip, bool) or not isinstance(strip, (int, float)) or not 0 <= strip <= 1:
+        raise ValueError(f"strip (the fraction of skull-stripped slices) must be in [0, 1], got {strip!r}")
+
+
+def _chunks(n: int, size: tuple[int, int], seed: int, heldout: bool, chunk: int, contrast: str | None = None,
+            strip: float = 0.0) -> Iterator[torch.Tensor]:
     """head_slices in chunks of `chunk` slices, so that callers keep crops, not all the full slices."""
     with _one_thread():
         for start in range(0, n, chunk):
             ids = range(start, min(n, start + chunk))
-            yield _render([_draw(np.random.default_rng([seed, i, 1] if heldout else [seed, i]), heldout, contrast)
-                           for i in ids], size)
+            yield _render([_draw(np.random.default_rng([seed, i, 1] if heldout else [seed, i]), heldout, contrast,
+                                 strip) for i in ids], size)
 
 
 def training_patches(data: dict[str, Any]) -> torch.Tensor:
     """(n, 2, patch, patch) real and imaginary parts of random patch x patch crops of training head slices
-    from a [data] table (n, size, patch, seed). Slice i and its crop come from (seed, i)."""
-    n, seed = int(data.get("n", 4000)), int(data.get("seed", 0))
+    from a [data] table (n, size, patch, seed, strip). Slice i and its crop come from (seed, i)."""
+    n, seed, strip = int(data.get("n", 4000)), int(data.get("seed", 0)), data.get("strip", 0.0)
+    _check_strip(strip)
     size = tuple(int(s) for s in data.get("size", [192, 192]))
     p = int(data.get("patch", 96))
     if n < 1 or p < 1 or len(size) != 2 or min(size) < 4:
@@ -299,7 +316,7 @@ def training_patches(data: dict[str, Any]) -> torch.Tensor:
     ph, pw = p, p
     out = torch.empty(n, 2, ph, pw)
     i = 0
-    for x in _chunks(n, size, seed, False, 64):  # type: ignore[arg-type]
+    for x in _chunks(n, size, seed, False, 64, strip=strip):  # type: ignore[arg-type]
         for s in x:
             y0, x0 = np.random.default_rng([seed, i, 2]).integers(0, (size[0] - ph + 1, size[1] - pw + 1))
             out[i] = torch.view_as_real(s[y0 : y0 + ph, x0 : x0 + pw]).permute(2, 0, 1)

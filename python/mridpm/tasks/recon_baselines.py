@@ -41,14 +41,19 @@ def image_metrics(target: torch.Tensor, image: torch.Tensor) -> dict[str, float]
     return {"psnr": psnr(t, p), "ssim": ssim(t, p), "nmse": nmse(t, p)}
 
 
+CG_ITERS = (1, 2, 3, 5, 10, 20, 40)  # early stopping is CG-SENSE's only regularization: few iterations count
+L1_LAMS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # relative to the image scale
+
+
 def tune_baselines(x: torch.Tensor, y: torch.Tensor, op: Sense) -> Baselines:
-    """The CG iteration count and L1 weight with the best mean PSNR on the given (training) slices."""
+    """The CG iteration count (CG_ITERS) and L1 weight (L1_LAMS) with the best mean PSNR on the given
+    (training) slices; every evaluation table reports the values picked."""
     def score(images: torch.Tensor) -> float:
         return sum(image_metrics(x[i], images[i])["psnr"] for i in range(len(x))) / len(x)
 
-    iters = max((5, 10, 20, 40), key=lambda n: score(cg_sense(y, op, iters=n)))
+    iters = max(CG_ITERS, key=lambda n: score(cg_sense(y, op, iters=n)))
     s = estimate_scale(y, op)
-    lam = max((1e-3, 3e-3, 1e-2, 3e-2), key=lambda v: score(l1_wavelet(y, op, v * s, iters=60)))
+    lam = max(L1_LAMS, key=lambda v: score(l1_wavelet(y, op, v * s, iters=60)))
     return Baselines(iters, lam)
 
 

@@ -22,6 +22,10 @@ SAMPLINGS = (("lines", 4.0), ("lines", 8.0), ("poisson", 8.0))
 POISSON_CENTER = 0.08  # side of the fully sampled calibration square, as a fraction of the smaller side
 HEAD_COLUMNS = {"data": "data", "sampling": "sampling", "method": "method", "psnr": "PSNR (dB)", "ssim": "SSIM",
                 "nmse": "NMSE", "seconds": "s / slice", "evals": "model evals"}
+BASELINES = ("zero-filled", "CG-SENSE", "L1-wavelet")
+SUMMARY_COLUMNS = {"data": "data", "sampling": "sampling", "CG-SENSE": "CG-SENSE", "L1-wavelet": "L1-wavelet",
+                   "prior": "DDS", "margin": "DDS - best baseline (dB)"}
+SUMMARY_FORMATS = {"CG-SENSE": "{:.2f}", "L1-wavelet": "{:.2f}", "prior": "{:.2f}", "margin": "{:+.2f}"}
 
 
 def is_heads_prior(prior: Any) -> bool:
@@ -32,7 +36,7 @@ def is_heads_prior(prior: Any) -> bool:
 
 def images(data: str, n: int, size: tuple[int, int], seed: int, heldout: bool = True) -> torch.Tensor:
     """n complex evaluation images (held out) or tuning images (training positions) of `data`; dipy's T1
-    slice (evaluation only) is tuned on T1 head slices at its size."""
+    slice (evaluation only) is tuned on skull-stripped T1 head slices at its size."""
     from mridpm.data.heads import head_slices
     from mridpm.data.phantom import smooth_phase
     from mridpm.data.real_images import dipy_t1_slice
@@ -44,7 +48,8 @@ def images(data: str, n: int, size: tuple[int, int], seed: int, heldout: bool = 
             mag = dipy_t1_slice()
             phase = smooth_phase(tuple(mag.shape), np.random.default_rng(seed))  # type: ignore[arg-type]
             return torch.polar(mag.float(), phase.float())[None]
-        return head_slices(n, tuple(dipy_t1_slice().shape), seed, contrast="T1")  # type: ignore[arg-type]
+        # tuned on skull-stripped T1 heads at its size: the real slice is skull-stripped too
+        return head_slices(n, tuple(dipy_t1_slice().shape), seed, contrast="T1", strip=1.0)  # type: ignore[arg-type]
     return head_slices(n, size, seed, heldout=heldout, contrast=data)
 
 
@@ -53,6 +58,21 @@ def sampling_mask(kind: str, accel: float, shape: tuple[int, int], seed: int) ->
     if kind == "lines":
         return line_mask(shape[1], accel, seed=seed)
     return plane_mask(kind, shape, accel, POISSON_CENTER, seed)
+
+
+def summary(rows: list[dict[str, Any]], method: str = "dds") -> list[dict[str, Any]]:
+    """Per (data, sampling) of evaluate_heads' rows: the baselines' and method's mean PSNR and the method's
+    margin over the best baseline (the acceptance test's numbers); cases without the method are left out."""
+    psnr = {(r["data"], r["sampling"], r["method"]): r["psnr"] for r in rows}
+    out = []
+    for data, sampling in dict.fromkeys((r["data"], r["sampling"]) for r in rows):
+        if (data, sampling, method) not in psnr:
+            continue
+        best = max(psnr[(data, sampling, m)] for m in BASELINES)
+        got = psnr[(data, sampling, method)]
+        out.append({"data": data, "sampling": sampling, **{m: psnr[(data, sampling, m)] for m in BASELINES},
+                    "prior": got, "margin": got - best})
+    return out
 
 
 def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tuple[str, ...] = DATA,
@@ -101,5 +121,6 @@ def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tup
                              **{m: sum(r[m] for r in rs) / len(rs) for m in ("psnr", "ssim", "nmse", "seconds",
                                                                               "evals")},
                              **({"cg_iters": base.cg_iters, "l1_lam": base.l1_lam}
-                                if method in ("CG-SENSE", "L1-wavelet") else {})})
+                                if method in ("CG-SENSE", "L1-wavelet") else {}),
+                             **({"samples": samples} if method in methods else {})})
     return rows
