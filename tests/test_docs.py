@@ -243,48 +243,6 @@ def check_evaluate_summary(q: Quoted) -> list[str]:
     return errors + same_keys(q, rows, {r["method"] for r in load("docs/evaluate.json")})
 
 
-HEADS = "docs/evaluate_heads.json"
-HEADS_BASELINES = ("zero-filled", "CG-SENSE", "L1-wavelet")
-
-
-def heads_rows() -> dict[tuple[str, str, str], dict]:
-    """The full-size evaluation's rows keyed by (data, sampling, method)."""
-    out: dict = {}
-    for r in load(HEADS):
-        key = (r["data"], r["sampling"], r["method"])
-        assert key not in out, f"{HEADS} has {key} twice"
-        out[key] = r
-    return out
-
-
-def heads_cases() -> list[tuple[str, str]]:
-    """The (data, sampling) cases of the full-size evaluation, in its order."""
-    return list(dict.fromkeys(k[:2] for k in heads_rows()))
-
-
-def check_evaluate_heads(q: Quoted) -> list[str]:
-    errors = header_is(q, ["data", "sampling", "method", "PSNR (dB)", "SSIM", "NMSE", "s / slice", "model evals"])
-    rows, src = rows_by(q, 3), heads_rows()
-    for key, row in rows.items():
-        if (r := src.get(key)) is not None:
-            errors += compare(q, key, row, [*key, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['nmse']:.4f}",
-                                            f"{r['seconds']:.3f}", f"{r['evals']:.0f}"])
-    return errors + same_keys(q, rows, src)
-
-
-def check_evaluate_heads_summary(q: Quoted) -> list[str]:
-    errors = header_is(q, ["data", "sampling", "CG-SENSE", "L1-wavelet", "DDS", "DDS - best baseline (dB)"])
-    rows, src = rows_by(q, 2), heads_rows()
-    for key, row in rows.items():
-        if (key[0], key[1], "dds") not in src:
-            continue
-        base = {m: src[(*key, m)]["psnr"] for m in HEADS_BASELINES}
-        dds = src[(*key, "dds")]["psnr"]
-        errors += compare(q, key, row, [*key, f"{base['CG-SENSE']:.2f}", f"{base['L1-wavelet']:.2f}", f"{dds:.2f}",
-                                        f"{dds - max(base.values()):+.2f}"])
-    return errors + same_keys(q, rows, heads_cases())
-
-
 # --- speed (bench/results/*.json)
 
 ALL_CPU = "bench/results/all-cpu.json"
@@ -550,9 +508,6 @@ def check_posterior_bounds(q: Quoted) -> list[str]:
 CHECKERS: dict[str, tuple[str, Callable[[Quoted], list[str]]]] = {
     "evaluate": ("docs/evaluate.json", check_evaluate),
     "evaluate-summary": ("docs/evaluate.json", check_evaluate_summary),
-    # the full-size acceptance table (mridpm evaluate --prior HEAD_PRIOR ... --json docs/evaluate_heads.json)
-    "evaluate-heads": (HEADS, check_evaluate_heads),
-    "evaluate-heads-summary": (HEADS, check_evaluate_heads_summary),
     "speed": (ALL_CPU, check_speed),
     "bench-step": ("bench/results/step-cpu.json", check_bench("rows")),
     "bench-step-overhead": ("bench/results/step-cpu.json", check_bench("overhead")),

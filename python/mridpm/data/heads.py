@@ -253,7 +253,7 @@ def _render(params: list[dict[str, Any]], size: tuple[int, int]) -> torch.Tensor
     scale = _p99(z.abs())
     sd = torch.tensor([q["noise"] for q in params], dtype=torch.float32)[:, None, None] * scale
     z = z + sd * torch.complex(noise[:, 0], noise[:, 1])
-    stripped = torch.tensor([q.get("stripped", False) for q in params])[:, None, None]
+    stripped = torch.tensor([q["stripped"] for q in params])[:, None, None]
     brain = (labels >= 1) & (labels <= BRAIN_MAX)
     z = torch.where(stripped & ~brain, 0, z)  # a skull-stripped image: zero (noise too) outside the brain
     z = z / _p99(z.abs())

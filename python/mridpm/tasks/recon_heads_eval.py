@@ -60,16 +60,16 @@ def sampling_mask(kind: str, accel: float, shape: tuple[int, int], seed: int) ->
     return plane_mask(kind, shape, accel, POISSON_CENTER, seed)
 
 
-def summary(rows: list[dict[str, Any]], method: str = "dds") -> list[dict[str, Any]]:
-    """Per (data, sampling) of evaluate_heads' rows: the baselines' and method's mean PSNR and the method's
-    margin over the best baseline (the acceptance test's numbers); cases without the method are left out."""
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (data, sampling) of evaluate_heads' rows: the baselines' and DDS's mean PSNR and DDS's margin
+    over the best baseline (the acceptance test's numbers); cases without DDS are left out."""
     psnr = {(r["data"], r["sampling"], r["method"]): r["psnr"] for r in rows}
     out = []
     for data, sampling in dict.fromkeys((r["data"], r["sampling"]) for r in rows):
-        if (data, sampling, method) not in psnr:
+        if (data, sampling, "dds") not in psnr:
             continue
         best = max(psnr[(data, sampling, m)] for m in BASELINES)
-        got = psnr[(data, sampling, method)]
+        got = psnr[(data, sampling, "dds")]
         out.append({"data": data, "sampling": sampling, **{m: psnr[(data, sampling, m)] for m in BASELINES},
                     "prior": got, "margin": got - best})
     return out
