@@ -51,6 +51,7 @@ def test_rows_per_data_sampling_and_method():
         assert r["size"] == [30, 34] and r["slices"] == 1 and torch.isfinite(torch.tensor(r["psnr"]))
     assert {r["evals"] for r in rows if r["method"] == "dds"} == {2}
     assert {r.get("samples") for r in rows} == {None, 1}  # the posterior samples averaged, on the prior's rows
+    assert {r.get("cg_iters") for r in rows if r["method"] == "dds"} <= set(ev.PRIOR_GRID["dds"]["cg_iters"])
 
 
 def test_summary_gives_each_case_its_margin_over_the_best_baseline():
@@ -62,3 +63,28 @@ def test_summary_gives_each_case_its_margin_over_the_best_baseline():
     assert (s["data"], s["sampling"]) == ("T1", "lines 4x")
     assert (s["CG-SENSE"], s["L1-wavelet"], s["prior"]) == (22.0, 24.5, 27.0)
     assert s["margin"] == pytest.approx(2.5)
+
+
+def test_prior_settings_tuned_on_the_tuning_slices_unless_given(monkeypatch):
+    p = _prior()
+    x = ev.images("T1", 2, (30, 34), 1000, heldout=False)
+    maps, k, sigma = ev.acquire(x, 4, 0.002, seed=1)
+    mask = ev.sampling_mask("lines", 4.0, (30, 34), seed=0)
+    op = ev.Sense(maps, mask)
+    seen = []
+    real = ev.reconstruct_prior
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["cg_iters"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "reconstruct_prior", spy)
+    got = ev.tune_prior(p, "dds", x, k * mask, op, sigma, 0, {"steps": 2})
+    assert seen == [1, 1, 2, 2]  # every grid value on both tuning slices
+    psnr = {c: sum(ev.image_metrics(x[i], real(k[i : i + 1] * mask, op, p, method="dds", samples=1, steps=2,
+                                               noise_std=float(sigma[i]), generator=ev.Generator(i),
+                                               cg_iters=c).mean[0])["psnr"] for i in range(2)) for c in (1, 2)}
+    assert got == {"steps": 2, "cg_iters": max(psnr, key=psnr.__getitem__)}
+    seen.clear()
+    assert ev.tune_prior(p, "dds", x, k * mask, op, sigma, 0, {"cg_iters": 3}) == {"cg_iters": 3} and not seen
+    assert ev.tune_prior(p, "pc", x, k * mask, op, sigma, 0, {}) == {} and not seen  # nothing to tune
