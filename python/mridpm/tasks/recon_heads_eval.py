@@ -80,15 +80,18 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def tune_prior(prior: Any, method: str, x: torch.Tensor, y: torch.Tensor, op: Sense, sigma: torch.Tensor,
-               seed: int, fixed: dict[str, Any]) -> dict[str, Any]:
+               seed: int, fixed: dict[str, Any], desc: str | None = None) -> dict[str, Any]:
     """fixed (the caller's options) plus each PRIOR_GRID[method] setting it leaves open, picked by the mean PSNR
-    of one posterior sample per tuning image x (measured y by op, noise sigma), as the baselines are tuned."""
+    of one posterior sample per tuning image x (measured y by op, noise sigma), as the baselines are tuned;
+    desc, when given, labels a progress bar."""
+    from tqdm.auto import tqdm
+
     chosen = dict(fixed)
     for key, values in PRIOR_GRID.get(method, {}).items():
         if key in fixed:
             continue
         psnr = {}
-        for value in values:
+        for value in tqdm(values, desc=f"{desc}: tuning {method} {key}", disable=desc is None):
             psnr[value] = sum(image_metrics(x[i], reconstruct_prior(
                 y[i : i + 1], op, prior, method=method, samples=1, noise_std=float(sigma[i]),
                 generator=Generator(seed + i), **{**chosen, key: value}).mean[0])["psnr"] for i in range(len(x)))
@@ -120,10 +123,11 @@ def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tup
             mask = sampling_mask(kind, accel, shape, seed)  # type: ignore[arg-type]
             base = tune_baselines(tune, tk * mask, Sense(tmaps, mask))
             op, y = Sense(maps, mask), k * mask
-            settings = {m: tune_prior(prior, m, tune, tk * mask, Sense(tmaps, mask), tsigma, seed + 1000,
-                                      (options or {}).get(m, {})) for m in methods}
-            results: dict[str, list[dict[str, float]]] = {}
             label = f"{kind} {accel:g}x"
+            settings = {m: tune_prior(prior, m, tune, tk * mask, Sense(tmaps, mask), tsigma, seed + 1000,
+                                      (options or {}).get(m, {}), f"{name} {label}" if progress else None)
+                        for m in methods}
+            results: dict[str, list[dict[str, float]]] = {}
             for i in tqdm(range(len(x)), desc=f"{name} {label}", disable=not progress):
                 shown = {"truth": x[i]}
                 for method, (image, seconds) in base.run(y[i : i + 1], op).items():
