@@ -14,6 +14,8 @@ from mridpm.mri.metrics import nmse, psnr, ssim
 from mridpm.mri.operators import Sense, SingleCoil
 from mridpm.tasks.recon_scale import estimate_scale
 
+BASELINES = ("zero-filled", "CG-SENSE", "L1-wavelet")  # Baselines.run's names, in its order
+
 
 @dataclass
 class Baselines:
@@ -26,13 +28,17 @@ class Baselines:
     def run(self, y: torch.Tensor, op: Sense | SingleCoil) -> dict[str, tuple[torch.Tensor, float]]:
         """{name: (image, seconds)} of zero-filled, CG-SENSE and L1-wavelet."""
         scale = estimate_scale(y, op)
-        methods = {"zero-filled": lambda: zero_filled(y, op), "CG-SENSE": lambda: cg_sense(y, op, iters=self.cg_iters),
-                   "L1-wavelet": lambda: l1_wavelet(y, op, self.l1_lam * scale, iters=60)}
+        methods = (lambda: zero_filled(y, op), lambda: cg_sense(y, op, iters=self.cg_iters),
+                   lambda: l1_wavelet(y, op, self.l1_lam * scale, iters=60))
         out = {}
-        for name, fn in methods.items():
+        for name, fn in zip(BASELINES, methods, strict=True):
             tic = time.perf_counter()
             out[name] = (fn(), time.perf_counter() - tic)
         return out
+
+    def settings(self, name: str) -> dict[str, float]:
+        """The tuned settings an evaluation row of baseline `name` records (none for zero-filled)."""
+        return {"cg_iters": self.cg_iters, "l1_lam": self.l1_lam} if name in ("CG-SENSE", "L1-wavelet") else {}
 
 
 def image_metrics(target: torch.Tensor, image: torch.Tensor) -> dict[str, float]:
@@ -45,15 +51,17 @@ CG_ITERS = (1, 2, 3, 5, 10, 20, 40)  # early stopping is CG-SENSE's only regular
 L1_LAMS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # relative to the image scale
 
 
+def mean_psnr(x: torch.Tensor, images: torch.Tensor) -> float:
+    """The mean PSNR of images against the slices x: what every setting is tuned by."""
+    return sum(image_metrics(x[i], images[i])["psnr"] for i in range(len(x))) / len(x)
+
+
 def tune_baselines(x: torch.Tensor, y: torch.Tensor, op: Sense) -> Baselines:
     """The CG iteration count (CG_ITERS) and L1 weight (L1_LAMS) with the best mean PSNR on the given
     (training) slices; every evaluation table reports the values picked."""
-    def score(images: torch.Tensor) -> float:
-        return sum(image_metrics(x[i], images[i])["psnr"] for i in range(len(x))) / len(x)
-
-    iters = max(CG_ITERS, key=lambda n: score(cg_sense(y, op, iters=n)))
+    iters = max(CG_ITERS, key=lambda n: mean_psnr(x, cg_sense(y, op, iters=n)))
     s = estimate_scale(y, op)
-    lam = max(L1_LAMS, key=lambda v: score(l1_wavelet(y, op, v * s, iters=60)))
+    lam = max(L1_LAMS, key=lambda v: mean_psnr(x, l1_wavelet(y, op, v * s, iters=60)))
     return Baselines(iters, lam)
 
 

@@ -79,6 +79,5 @@ def evaluate(accels: tuple[float, ...] = (4, 8), methods: tuple[str, ...] = ("dd
         for name, rs in results.items():
             rows.append({"accel": accel, "method": name, "slices": len(rs),
                          **{k: sum(r[k] for r in rs) / len(rs) for k in ("psnr", "ssim", "nmse", "seconds", "evals")},
-                         **({"cg_iters": base.cg_iters, "l1_lam": base.l1_lam} if name in ("CG-SENSE", "L1-wavelet")
-                            else {})})
+                         **base.settings(name)})
     return rows

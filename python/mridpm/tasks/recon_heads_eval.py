@@ -14,7 +14,7 @@ from mridpm.mri.masks import line_mask
 from mridpm.mri.masks2d import plane_mask
 from mridpm.mri.operators import Sense
 from mridpm.random import Generator
-from mridpm.tasks.recon_baselines import image_metrics, tune_baselines
+from mridpm.tasks.recon_baselines import BASELINES, image_metrics, mean_psnr, tune_baselines
 from mridpm.tasks.reconstruction import reconstruct_prior
 
 DATA = ("T1", "T2", "PD", "dipy-T1")
@@ -23,13 +23,13 @@ SAMPLINGS = (("lines", 4.0), ("lines", 8.0), ("poisson", 8.0))
 POISSON_CENTER = 0.08  # side of the fully sampled calibration square, as a fraction of the smaller side
 HEAD_COLUMNS = {"data": "data", "sampling": "sampling", "method": "method", "psnr": "PSNR (dB)", "ssim": "SSIM",
                 "nmse": "NMSE", "seconds": "s / slice", "evals": "model evals"}
-BASELINES = ("zero-filled", "CG-SENSE", "L1-wavelet")
 SUMMARY_COLUMNS = {"data": "data", "sampling": "sampling", "CG-SENSE": "CG-SENSE", "L1-wavelet": "L1-wavelet",
                    "prior": "DDS", "margin": "DDS - best baseline (dB)"}
+SUMMARY_FORMATS = {"CG-SENSE": "{:.2f}", "L1-wavelet": "{:.2f}", "prior": "{:.2f}", "margin": "{:+.2f}"}
+
 # a prior method's settings tuned per case like the baselines': DDS's CG steps per sampler step (the card's 2
 # fits the measurement noise where the truth is smooth or zero, 1 lets the prior remove it)
 PRIOR_GRID: dict[str, dict[str, tuple[Any, ...]]] = {"dds": {"cg_iters": (1, 2)}}
-SUMMARY_FORMATS = {"CG-SENSE": "{:.2f}", "L1-wavelet": "{:.2f}", "prior": "{:.2f}", "margin": "{:+.2f}"}
 
 
 def is_heads_prior(prior: Any) -> bool:
@@ -92,9 +92,10 @@ def tune_prior(prior: Any, method: str, x: torch.Tensor, y: torch.Tensor, op: Se
             continue
         psnr = {}
         for value in tqdm(values, desc=f"{desc}: tuning {method} {key}", disable=desc is None):
-            psnr[value] = sum(image_metrics(x[i], reconstruct_prior(
-                y[i : i + 1], op, prior, method=method, samples=1, noise_std=float(sigma[i]),
-                generator=Generator(seed + i), **{**chosen, key: value}).mean[0])["psnr"] for i in range(len(x)))
+            images = [reconstruct_prior(y[i : i + 1], op, prior, method=method, samples=1, noise_std=float(sigma[i]),
+                                        generator=Generator(seed + i), **{**chosen, key: value}).mean[0]
+                      for i in range(len(x))]
+            psnr[value] = mean_psnr(x, torch.stack(images))
         chosen[key] = max(psnr, key=psnr.__getitem__)
     return chosen
 
@@ -121,12 +122,12 @@ def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tup
             if name == "dipy-T1" and kind != "lines":
                 continue
             mask = sampling_mask(kind, accel, shape, seed)  # type: ignore[arg-type]
-            base = tune_baselines(tune, tk * mask, Sense(tmaps, mask))
+            ty, top = tk * mask, Sense(tmaps, mask)
+            base = tune_baselines(tune, ty, top)
             op, y = Sense(maps, mask), k * mask
             label = f"{kind} {accel:g}x"
-            settings = {m: tune_prior(prior, m, tune, tk * mask, Sense(tmaps, mask), tsigma, seed + 1000,
-                                      (options or {}).get(m, {}), f"{name} {label}" if progress else None)
-                        for m in methods}
+            settings = {m: tune_prior(prior, m, tune, ty, top, tsigma, seed + 1000, (options or {}).get(m, {}),
+                                      f"{name} {label}" if progress else None) for m in methods}
             results: dict[str, list[dict[str, float]]] = {}
             for i in tqdm(range(len(x)), desc=f"{name} {label}", disable=not progress):
                 shown = {"truth": x[i]}
@@ -148,7 +149,6 @@ def evaluate_heads(prior: Any, methods: tuple[str, ...] = ("dds",), *, data: tup
                              "size": list(shape),
                              **{m: sum(r[m] for r in rs) / len(rs) for m in ("psnr", "ssim", "nmse", "seconds",
                                                                               "evals")},
-                             **({"cg_iters": base.cg_iters, "l1_lam": base.l1_lam}
-                                if method in ("CG-SENSE", "L1-wavelet") else {}),
+                             **base.settings(method),
                              **({"samples": samples, **settings[method]} if method in methods else {})})
     return rows
